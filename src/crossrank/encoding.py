@@ -1,0 +1,132 @@
+"""Turn (query, documents) into padded model inputs, the same way for every backend.
+
+Tokenisation lives here, not in the backends, so torch and ONNX (and a server in front of
+either) see the very same token ids. It uses the Rust ``tokenizers`` library directly:
+
+* the query is tokenised once per call, the documents in one ``encode_batch`` call;
+* pairs longer than ``max_length`` lose tokens from the **end of the document only**; the query
+  is kept whole (unless it alone would take more than half of ``max_length``: then it is cut to
+  that half, with a warning, so the document still gets room);
+* the special tokens (``[CLS] q [SEP] d [SEP]`` for BERT, ``<s> q </s></s> d </s>`` for RoBERTa)
+  come from the tokenizer's own post-processor, so any HF cross-encoder works;
+* pairs are sorted by length and cut into mini-batches, each padded only to its own longest
+  pair, which saves most of the padding work on mixed-length chunks.
+
+The tokenizer object is a private copy whose truncation/padding settings are never changed
+after construction, so many threads can encode at once (the HF "Already borrowed" error comes
+from libraries flipping those settings per call).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+__all__ = ["EncodedBatch", "PairEncoder"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBatch:
+    """One padded mini-batch of (query, document) pairs, ready for a backend.
+
+    Attributes:
+        positions: For each row, its position in the list of pairs that was encoded.
+        input_ids: ``int64`` array of shape ``(rows, seq_len)``.
+        attention_mask: ``int64`` array, 1 for real tokens and 0 for padding.
+        token_type_ids: ``int64`` array (0 = query segment, 1 = document segment), or ``None``
+            for models that take no segment ids (e.g. RoBERTa, DistilBERT).
+    """
+
+    positions: np.ndarray
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray | None
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        """The model inputs by name (``input_ids``, ``attention_mask`` and maybe ``token_type_ids``)."""
+        inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        if self.token_type_ids is not None:
+            inputs["token_type_ids"] = self.token_type_ids
+        return inputs
+
+
+class PairEncoder:
+    """Encodes a query with many documents into length-sorted, padded mini-batches.
+
+    Args:
+        tokenizer: A fast tokenizer; a private copy is made, so the caller's object is left as is.
+        max_length: Most tokens in one (query, document) pair, special tokens included.
+        pad_token_id: Id used for padding.
+        with_token_type_ids: Whether the model takes ``token_type_ids``.
+    """
+
+    def __init__(
+        self, tokenizer: Tokenizer, *, max_length: int, pad_token_id: int, with_token_type_ids: bool
+    ) -> None:
+        self._tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        self.max_length = max_length
+        self.pad_token_id = pad_token_id
+        self.with_token_type_ids = with_token_type_ids
+        self._num_special = self._tokenizer.num_special_tokens_to_add(is_pair=True)
+        if max_length <= self._num_special + 1:
+            raise ValueError(f"max_length={max_length} leaves no room for text after the special tokens")
+
+    def encode(self, query: str, documents: Sequence[str]) -> list[Encoding]:
+        """Encode each ``(query, document)`` pair, truncating the document side to fit ``max_length``.
+
+        Args:
+            query: The query text.
+            documents: Document texts.
+
+        Returns:
+            One ``tokenizers.Encoding`` per document, in input order, special tokens included.
+        """
+        budget = self.max_length - self._num_special
+        query_enc = self._tokenizer.encode(query, add_special_tokens=False)
+        if len(query_enc) > budget // 2:
+            logger.warning(
+                "The query has %d tokens, more than half of max_length=%d; it is cut to %d tokens.",
+                len(query_enc),
+                self.max_length,
+                budget // 2,
+            )
+            query_enc.truncate(budget // 2)
+        doc_budget = budget - len(query_enc)
+        doc_encs = self._tokenizer.encode_batch(list(documents), add_special_tokens=False)
+        pairs = []
+        for doc_enc in doc_encs:
+            if len(doc_enc) > doc_budget:
+                doc_enc.truncate(doc_budget)
+            pairs.append(self._tokenizer.post_process(query_enc, doc_enc, add_special_tokens=True))
+        return pairs
+
+    def batches(self, encodings: Sequence[Encoding], batch_size: int) -> Iterator[EncodedBatch]:
+        """Yield padded mini-batches of at most ``batch_size`` pairs, longest pairs first.
+
+        Sorting by length keeps pairs of similar length together, so each batch pads little.
+        """
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]), reverse=True)
+        for start in range(0, len(order), batch_size):
+            positions = order[start : start + batch_size]
+            yield self._pad([encodings[i] for i in positions], np.asarray(positions, dtype=np.int64))
+
+    def _pad(self, encodings: list[Encoding], positions: np.ndarray) -> EncodedBatch:
+        width = max(len(enc) for enc in encodings)
+        input_ids = np.full((len(encodings), width), self.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(encodings), width), dtype=np.int64)
+        token_type_ids = np.zeros((len(encodings), width), dtype=np.int64) if self.with_token_type_ids else None
+        for row, enc in enumerate(encodings):
+            n = len(enc)
+            input_ids[row, :n] = enc.ids
+            attention_mask[row, :n] = 1
+            if token_type_ids is not None:
+                token_type_ids[row, :n] = enc.type_ids
+        return EncodedBatch(positions, input_ids, attention_mask, token_type_ids)

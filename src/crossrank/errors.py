@@ -1,0 +1,80 @@
+"""Errors raised by crossrank.
+
+Every error crossrank raises on purpose derives from :class:`CrossrankError`, so one
+``except crossrank.CrossrankError`` catches them all. Input errors also derive from the
+built-in exception a Python user would expect (``ValueError`` / ``TypeError`` /
+``ImportError``), so existing handlers keep working::
+
+    CrossrankError
+    ├── ModelLoadError                      the model could not be found, downloaded or loaded
+    │   └── UnsupportedModelError           it loaded, but is not a one-logit cross-encoder
+    ├── BackendUnavailableError (ImportError)  the backend's optional dependency is missing
+    ├── InvalidArgumentError (ValueError)   a bad option, e.g. ``top_n=0``
+    │   └── EmptyQueryError                 the query is empty or only whitespace
+    ├── DocumentTypeError (TypeError)       a document (or the query) is not a ``str``
+    └── ScoringError                        the model returned NaN/inf scores
+
+Example:
+    >>> import crossrank
+    >>> try:
+    ...     crossrank.Reranker("no-such-org/no-such-model", local_files_only=True)
+    ... except crossrank.ModelLoadError as err:
+    ...     print(err.model)
+    no-such-org/no-such-model
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailableError",
+    "CrossrankError",
+    "DocumentTypeError",
+    "EmptyQueryError",
+    "InvalidArgumentError",
+    "ModelLoadError",
+    "ScoringError",
+    "UnsupportedModelError",
+]
+
+
+class CrossrankError(Exception):
+    """Base class of every error crossrank raises on purpose."""
+
+
+class ModelLoadError(CrossrankError):
+    """The model could not be loaded (offline and not cached, unknown id, missing files).
+
+    Attributes:
+        model: The model id or path as the caller gave it.
+        hub_reachable: ``True``/``False`` when the Hugging Face Hub was probed, ``None`` when
+            it was not asked (a local path, or offline mode).
+    """
+
+    def __init__(self, message: str, *, model: str, hub_reachable: bool | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+        self.hub_reachable = hub_reachable
+
+
+class UnsupportedModelError(ModelLoadError):
+    """The model loaded but cannot rerank: it has more than one output label, or no fast tokenizer."""
+
+
+class BackendUnavailableError(CrossrankError, ImportError):
+    """The requested backend needs an optional dependency that is not installed."""
+
+
+class InvalidArgumentError(CrossrankError, ValueError):
+    """An option has a value crossrank cannot use (e.g. ``top_n=0``, ``max_length`` over the model's limit)."""
+
+
+class EmptyQueryError(InvalidArgumentError):
+    """The query is empty or only whitespace: there is nothing to rank against."""
+
+
+class DocumentTypeError(CrossrankError, TypeError):
+    """A document, or the query, is not a ``str``. The message names the offending index."""
+
+
+class ScoringError(CrossrankError):
+    """The model produced scores that are not finite numbers (NaN or infinity)."""

@@ -1,0 +1,58 @@
+"""What :meth:`crossrank.Reranker.rank` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["RankedDocument", "Ranking"]
+
+
+@dataclass(frozen=True, slots=True)
+class RankedDocument:
+    """One document of a ranking.
+
+    Attributes:
+        index: Position of the document in the list passed to ``rank`` (use it to find your own
+            object: ids, metadata). Duplicated documents keep their own indexes.
+        score: Cross-encoder score, a Python ``float``: the raw logit, or its sigmoid (0-1) when
+            ``normalize=True``.
+        text: The document text, the same ``str`` object the caller passed.
+    """
+
+    index: int
+    score: float
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form: ``{"index": int, "score": float, "text": str}``."""
+        return {"index": self.index, "score": self.score, "text": self.text}
+
+
+class Ranking(list[RankedDocument]):
+    """A ``list`` of :class:`RankedDocument`, best first, that also says what was left out.
+
+    It is a real ``list`` (slicing, ``len``, JSON via ``to_dict``); the extra attributes make
+    ``top_n`` and ``min_score`` cuts visible instead of silent.
+
+    Attributes:
+        num_candidates: How many documents were scored.
+        num_below_min_score: How many were dropped because their score was below ``min_score``.
+    """
+
+    num_candidates: int
+    num_below_min_score: int
+
+    def __init__(
+        self, items: Iterable[RankedDocument] = (), *, num_candidates: int = 0, num_below_min_score: int = 0
+    ) -> None:
+        super().__init__(items)
+        self.num_candidates = num_candidates
+        self.num_below_min_score = num_below_min_score
+
+    def __repr__(self) -> str:
+        return (
+            f"Ranking({list.__repr__(self)}, num_candidates={self.num_candidates}, "
+            f"num_below_min_score={self.num_below_min_score})"
+        )
