@@ -133,11 +133,12 @@ def resolve_model_source(
             hub_reachable=None,
         )
 
+    from huggingface_hub import HfApi
     from huggingface_hub import errors as hub_errors
-    from huggingface_hub import model_info
 
     try:
-        model_info(name, revision=revision, token=token, timeout=probe_timeout)
+        # A fresh HfApi reads HF_ENDPOINT now (the module-level one froze it at import).
+        HfApi().model_info(name, revision=revision, token=token, timeout=probe_timeout)
     except hub_errors.GatedRepoError as err:
         raise ModelLoadError(
             f"Cannot load model {name!r}: it is gated on the Hugging Face Hub; accept its terms and pass "
@@ -153,14 +154,19 @@ def resolve_model_source(
             model=name,
             hub_reachable=True,
         ) from err
-    except Exception as err:  # connection refused, DNS failure, timeout, proxy, 5xx ...
+    except Exception as err:  # DNS failure, refused connection, timeout, proxy, HTTP 5xx ...
+        answered = isinstance(err, hub_errors.HfHubHTTPError) and err.response is not None
         if cached:
-            logger.warning("Hugging Face Hub unreachable (%s); loading %r from the local cache.", err, name)
+            logger.warning("Hugging Face Hub failed (%s); loading %r from the local cache.", err, name)
             return ModelSource(name=name, location=name, local_files_only=True)
+        what = (
+            f"the Hugging Face Hub answered with an error ({err})"
+            if answered
+            else f"the Hugging Face Hub could not be reached ({type(err).__name__}: {err})"
+        )
         raise ModelLoadError(
-            f"Cannot load model {name!r}: the Hugging Face Hub could not be reached "
-            f"({type(err).__name__}: {err}) and the model is not in the local cache. {_cache_hint(name)}",
+            f"Cannot load model {name!r}: {what} and the model is not in the local cache. {_cache_hint(name)}",
             model=name,
-            hub_reachable=False,
+            hub_reachable=answered,
         ) from err
     return ModelSource(name=name, location=name, local_files_only=False)

@@ -1,0 +1,3 @@
+from llama_index.postprocessor.crossrank.base import CrossrankRerank
+
+__all__ = ["CrossrankRerank"]

@@ -1,0 +1,218 @@
+"""Reranker behaviour on the tiny random model: ordering, top_n, normalize, min_score, batching, async."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from sentence_transformers import CrossEncoder
+
+from crossrank import RankedDocument, Ranking, Reranker
+
+QUERY = "how long does a flea live"
+DOCS = [
+    "fleas live a year with a host",
+    "the eiffel tower is in paris",
+    "",
+    "bread dough must rest so the yeast can work",
+    "fleas live a year with a host",
+    "coffee has more caffeine than tea",
+]
+
+
+def test_rank_sorts_by_score_and_keeps_indexes(tiny_reranker: Reranker) -> None:
+    ranking = tiny_reranker.rank(QUERY, DOCS, top_n=None)
+    assert isinstance(ranking, Ranking) and isinstance(ranking, list)
+    assert sorted(hit.index for hit in ranking) == list(range(len(DOCS)))
+    scores = [hit.score for hit in ranking]
+    assert scores == sorted(scores, reverse=True)
+    for hit in ranking:
+        assert isinstance(hit, RankedDocument)
+        assert type(hit.score) is float
+        assert hit.text is DOCS[hit.index]
+    assert ranking.num_candidates == len(DOCS) and ranking.num_below_min_score == 0
+
+
+def test_score_is_in_input_order_and_matches_rank(tiny_reranker: Reranker) -> None:
+    scores = tiny_reranker.score(QUERY, DOCS)
+    assert len(scores) == len(DOCS) and all(type(s) is float for s in scores)
+    for hit in tiny_reranker.rank(QUERY, DOCS, top_n=None):
+        assert hit.score == scores[hit.index]
+
+
+def test_scores_match_sentence_transformers(tiny_model_dir, tiny_reranker: Reranker) -> None:
+    # The tiny model has no saved activation, so ST applies its default sigmoid; logits via Identity.
+    ce = CrossEncoder(str(tiny_model_dir), device="cpu")
+    pairs = [(QUERY, doc) for doc in DOCS]
+    st_logits = ce.predict(pairs, activation_fn=__import__("torch").nn.Identity())
+    st_probs = ce.predict(pairs)
+    assert np.max(np.abs(np.array(tiny_reranker.score(QUERY, DOCS)) - st_logits)) <= 1e-5
+    assert np.max(np.abs(np.array(tiny_reranker.score(QUERY, DOCS, normalize=True)) - st_probs)) <= 1e-6
+
+
+def test_top_n(tiny_reranker: Reranker) -> None:
+    full = tiny_reranker.rank(QUERY, DOCS, top_n=None)
+    assert tiny_reranker.rank(QUERY, DOCS, top_n=2) == full[:2]
+    assert len(tiny_reranker.rank(QUERY, DOCS)) == 3  # the default
+    assert tiny_reranker.rank(QUERY, DOCS[:2], top_n=10) == tiny_reranker.rank(QUERY, DOCS[:2], top_n=None)
+
+
+def test_normalize_is_sigmoid_of_logit(tiny_reranker: Reranker) -> None:
+    logits = tiny_reranker.score(QUERY, DOCS)
+    probs = tiny_reranker.score(QUERY, DOCS, normalize=True)
+    for logit, prob in zip(logits, probs, strict=True):
+        assert 0.0 < prob < 1.0
+        assert prob == pytest.approx(1 / (1 + math.exp(-logit)), abs=1e-12)
+
+
+def test_min_score_drops_and_counts(tiny_reranker: Reranker, caplog: pytest.LogCaptureFixture) -> None:
+    scores = sorted(tiny_reranker.score(QUERY, DOCS), reverse=True)
+    threshold = scores[2]
+    kept = [s for s in scores if s >= threshold]
+    assert 3 <= len(kept) < len(DOCS)
+    with caplog.at_level(logging.INFO, logger="crossrank"):
+        ranking = tiny_reranker.rank(QUERY, DOCS, top_n=None, min_score=threshold)
+    assert [hit.score for hit in ranking] == kept
+    assert ranking.num_below_min_score == len(DOCS) - len(kept)
+    assert f"dropped {len(DOCS) - len(kept)} of {len(DOCS)}" in caplog.text
+    # top_n cuts after min_score; the count says what min_score removed.
+    assert len(tiny_reranker.rank(QUERY, DOCS, top_n=1, min_score=threshold)) == 1
+
+
+def test_min_score_uses_the_normalized_scale(tiny_reranker: Reranker) -> None:
+    assert len(tiny_reranker.rank(QUERY, DOCS, top_n=None, normalize=True, min_score=0.0)) == len(DOCS)
+    assert len(tiny_reranker.rank(QUERY, DOCS, top_n=None, normalize=True, min_score=1.0)) == 0
+
+
+class _ConstantBackend:
+    """Wraps a backend, returning the same logit for every pair, to exercise exact ties."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def logits(self, batch):
+        self.calls += 1
+        return np.zeros(len(batch.positions), dtype=np.float32)
+
+
+def test_ties_keep_input_order(tiny_model_dir) -> None:
+    reranker = Reranker(tiny_model_dir, device="cpu")
+    reranker._backend = _ConstantBackend(reranker._backend)
+    assert [hit.index for hit in reranker.rank(QUERY, DOCS, top_n=None)] == list(range(len(DOCS)))
+
+
+def test_duplicates_are_each_returned(tiny_reranker: Reranker) -> None:
+    ranking = tiny_reranker.rank(QUERY, ["fleas live a year"] * 4, top_n=None)
+    assert sorted(hit.index for hit in ranking) == [0, 1, 2, 3]
+    assert max(h.score for h in ranking) - min(h.score for h in ranking) < 1e-6
+
+
+def test_empty_documents_make_no_model_call(tiny_model_dir) -> None:
+    reranker = Reranker(tiny_model_dir, device="cpu")
+    reranker._backend = spy = _ConstantBackend(reranker._backend)
+    assert reranker.rank(QUERY, []) == []
+    assert reranker.score(QUERY, []) == []
+    assert asyncio.run(reranker.arank(QUERY, [])) == []
+    assert spy.calls == 0
+
+
+def test_batch_size_does_not_change_scores(tiny_model_dir, tiny_reranker: Reranker) -> None:
+    docs = [f"fleas live {'a year ' * n}with a host" for n in range(40)]
+    one_by_one = Reranker(tiny_model_dir, device="cpu", batch_size=1)
+    assert np.allclose(one_by_one.score(QUERY, docs), tiny_reranker.score(QUERY, docs), atol=1e-5)
+
+
+def test_long_documents_are_cut_on_the_document_side(tiny_reranker: Reranker) -> None:
+    long_doc = "fleas live a year with a host " * 100  # far over the tiny model's 128 tokens
+    (pair,) = tiny_reranker._encoder.encode(QUERY, [long_doc])
+    query_tokens = ["how", "long", "does", "a", "flea", "live"]
+    assert len(pair.ids) == tiny_reranker.max_length == 128
+    assert pair.tokens[: 2 + len(query_tokens)] == ["[CLS]", *query_tokens, "[SEP]"]
+    assert pair.tokens[-1] == "[SEP]"
+    # What scores is the document's beginning: adding more text past the cut changes nothing.
+    assert tiny_reranker.score(QUERY, [long_doc]) == tiny_reranker.score(QUERY, [long_doc + " tea " * 50])
+
+
+def test_overlong_query_is_cut_to_half_with_a_warning(tiny_reranker, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="crossrank"):
+        (pair,) = tiny_reranker._encoder.encode("flea " * 200, ["fleas live a year"])
+    assert "cut to" in caplog.text
+    assert len(pair.ids) <= tiny_reranker.max_length
+    assert pair.tokens[-5:] == ["fleas", "live", "a", "year", "[SEP]"]
+
+
+def test_small_max_length(tiny_model_dir) -> None:
+    reranker = Reranker(tiny_model_dir, device="cpu", max_length=16)
+    (pair,) = reranker._encoder.encode(QUERY, ["fleas live a year with a host " * 5])
+    assert len(pair.ids) == 16
+    assert len(reranker.rank(QUERY, DOCS)) == 3
+
+
+def test_from_config_applies_defaults(tiny_model_dir) -> None:
+    from crossrank import RerankerConfig
+
+    reranker = Reranker.from_config(RerankerConfig(model=str(tiny_model_dir), top_n=5, normalize=True, device="cpu"))
+    ranking = reranker.rank(QUERY, DOCS)
+    assert len(ranking) == 5 and all(0 < hit.score < 1 for hit in ranking)
+    assert len(reranker.rank(QUERY, DOCS, top_n=2, normalize=False)) == 2
+    from_dict = Reranker.from_config({"model": str(tiny_model_dir), "batch_size": 4}, device="cpu")
+    assert from_dict.batch_size == 4 and from_dict.device == "cpu"
+
+
+async def test_async_matches_sync(tiny_reranker: Reranker) -> None:
+    queries = [QUERY, "paris tower", "why is the sky blue", "coffee or tea"] * 5
+    expected = [tiny_reranker.rank(q, DOCS, top_n=None) for q in queries]
+    got = await asyncio.gather(*(tiny_reranker.arank(q, DOCS, top_n=None) for q in queries))
+    assert got == expected
+    scores = await asyncio.gather(*(tiny_reranker.ascore(q, DOCS) for q in queries))
+    assert scores == [tiny_reranker.score(q, DOCS) for q in queries]
+
+
+async def test_async_does_not_block_the_event_loop(tiny_model_dir) -> None:
+    reranker = Reranker(tiny_model_dir, device="cpu")
+
+    class SlowBackend(_ConstantBackend):
+        def logits(self, batch):
+            time.sleep(0.3)  # a model forward that holds its thread, as a real one does
+            return super().logits(batch)
+
+    reranker._backend = SlowBackend(reranker._backend)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    ranking = await reranker.arank(QUERY, DOCS)
+    task.cancel()
+    assert len(ranking) == 3
+    assert ticks >= 5  # the loop kept running while the forward pass slept in its thread
+
+
+def test_threads_share_one_reranker(tiny_reranker: Reranker) -> None:
+    queries = [f"{word} flea" for word in ("how", "why", "when", "what")] * 6
+    expected = [tiny_reranker.score(q, DOCS) for q in queries]
+    barrier = threading.Barrier(8)
+
+    def run(query: str) -> list[float]:
+        try:
+            barrier.wait(timeout=5)
+        except threading.BrokenBarrierError:
+            pass
+        return tiny_reranker.score(query, DOCS)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(run, queries))
+    assert got == expected
