@@ -118,6 +118,12 @@ def demo(
         chunks = load_corpus(corpus)
         console.print(f"[bold]query[/]   {query}")
         console.print(f"[bold]corpus[/]  {len(chunks)} chunks from {corpus or 'the bundled demo corpus'}")
+        # The reranker loads first so a bad --model fails before the corpus is embedded.
+        started = time.perf_counter()
+        reranker, note = _load_demo_reranker(model, fallback_model, top_n)
+        load_s = time.perf_counter() - started
+        if note:
+            console.print(f"[yellow]note[/]    {note}")
         with Progress(
             TextColumn("stage 1: embedding the corpus"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=err_console, transient=True,
@@ -132,11 +138,6 @@ def demo(
         hits = retriever.retrieve(query, k=candidates)
         stage1_ms = (time.perf_counter() - started) * 1000
 
-        started = time.perf_counter()
-        reranker, note = _load_demo_reranker(model, fallback_model, top_n)
-        load_s = time.perf_counter() - started
-        if note:
-            console.print(f"[yellow]note[/]    {note}")
         texts = [hit.chunk.text for hit in hits]
         started = time.perf_counter()
         best = reranker.rank(query, texts)

