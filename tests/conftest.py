@@ -12,12 +12,13 @@ SHARED = Path(os.environ.get("CROSSRANK_SHARED", REPO_ROOT.parent / "shared"))
 FIXTURE_MODEL = SHARED / "models" / "crossrank-fixture-minilm-l6"
 DL19 = SHARED / "data" / "trec-dl-2019-passage"
 
-_WORDS = (
-    "the a an of to in is and for on with what how why when does do long flea fleas live life cycle "
-    "year years host dog cat paris tower eiffel france capital city bread dough rest yeast coffee tea "
-    "caffeine sun light earth minutes sky blue cross encoder query passage score rank document model "
-    "search retrieval chunk token tokens long short hello world"
-).split()
+_VOCABULARY_TEXT = (
+    "the a an of to in is and for on with what how why when does do long flea fleas live life "
+    "cycle year years host dog cat paris tower eiffel france capital city bread dough rest "
+    "yeast coffee tea caffeine sun light earth minutes sky blue cross encoder query passage "
+    "score rank document model search retrieval chunk token tokens long short hello world"
+)
+_WORDS = _VOCABULARY_TEXT.split()
 
 
 def _build_tiny_model(directory: Path, *, num_labels: int = 1) -> Path:
@@ -65,6 +66,12 @@ def tiny_reranker(tiny_model_dir: Path):
     from crossrank import Reranker
 
     return Reranker(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The project's ../shared folder (data and the trained fixture model)."""
+    return SHARED
 
 
 @pytest.fixture(scope="session")

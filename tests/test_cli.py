@@ -43,7 +43,9 @@ def test_demo_two_stages_with_the_trained_model(offline_hub, fixture_model_dir: 
     assert ids[0] == "d004"
 
 
-def test_demo_falls_back_when_the_default_model_cannot_be_had(offline_hub, tiny_model_dir, monkeypatch) -> None:
+def test_demo_falls_back_when_the_default_model_cannot_be_had(
+    offline_hub, tiny_model_dir, monkeypatch
+) -> None:
     monkeypatch.setenv("CROSSRANK_DEMO_FALLBACK_MODEL", str(tiny_model_dir))
     result = runner.invoke(app, ["demo", "-n", "2", "-k", "5"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
@@ -59,15 +61,21 @@ def test_demo_does_not_fall_back_for_an_explicit_model(offline_hub, tmp_path: Pa
     assert "Traceback" not in result.output
 
 
-def test_demo_on_a_beir_corpus(offline_hub, tiny_model_dir, tmp_path: Path) -> None:
-    from conftest import SHARED
-
+def test_demo_on_a_beir_corpus(offline_hub, tiny_model_dir, tmp_path: Path, shared_dir: Path) -> None:
     corpus = tmp_path / "corpus.jsonl"
-    with (SHARED / "data" / "beir-scifact" / "corpus.jsonl").open(encoding="utf-8") as lines:
+    with (shared_dir / "data" / "beir-scifact" / "corpus.jsonl").open(encoding="utf-8") as lines:
         corpus.write_text("".join(next(lines) for _ in range(30)), encoding="utf-8")
     result = runner.invoke(
         app,
-        ["demo", "--corpus", str(corpus), "--model", str(tiny_model_dir), "--query", "vitamin D and bone density"],
+        [
+            "demo",
+            "--corpus",
+            str(corpus),
+            "--model",
+            str(tiny_model_dir),
+            "--query",
+            "vitamin D and bone density",
+        ],
         env={"COLUMNS": "200"},
     )
     assert result.exit_code == 0, result.output
@@ -77,8 +85,10 @@ def test_demo_on_a_beir_corpus(offline_hub, tiny_model_dir, tmp_path: Path) -> N
 def test_rank_a_text_file_as_json(tiny_model_dir: Path, tmp_path: Path) -> None:
     file = tmp_path / "docs.txt"
     file.write_text("fleas live a year\n\nthe eiffel tower is in paris\ncoffee or tea\nfleas live a year\n")
-    result = runner.invoke(app, ["rank", str(file), "-q", "how long does a flea live", "-m", str(tiny_model_dir),
-                                 "--json", "--all"])
+    result = runner.invoke(
+        app,
+        ["rank", str(file), "-q", "how long does a flea live", "-m", str(tiny_model_dir), "--json", "--all"],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
     assert payload["num_candidates"] == 4  # the blank line is a separator, not a document
@@ -89,13 +99,21 @@ def test_rank_a_text_file_as_json(tiny_model_dir: Path, tmp_path: Path) -> None:
 
 def test_rank_jsonl_keeps_ids_and_shows_a_table(tiny_model_dir: Path, tmp_path: Path) -> None:
     file = tmp_path / "docs.jsonl"
-    file.write_text("\n".join(json.dumps({"_id": f"doc-{i}", "text": t}) for i, t in
-                              enumerate(["fleas live a year", "paris tower", "tea"])))
-    result = runner.invoke(app, ["rank", str(file), "-q", "flea", "-m", str(tiny_model_dir), "-n", "2", "--json"])
+    file.write_text(
+        "\n".join(
+            json.dumps({"_id": f"doc-{i}", "text": t})
+            for i, t in enumerate(["fleas live a year", "paris tower", "tea"])
+        )
+    )
+    result = runner.invoke(
+        app, ["rank", str(file), "-q", "flea", "-m", str(tiny_model_dir), "-n", "2", "--json"]
+    )
     payload = json.loads(result.output)
     assert [hit["id"] for hit in payload["results"]] == [f"doc-{hit['index']}" for hit in payload["results"]]
     assert len(payload["results"]) == 2
-    table = runner.invoke(app, ["rank", str(file), "-q", "flea", "-m", str(tiny_model_dir)], env={"COLUMNS": "200"})
+    table = runner.invoke(
+        app, ["rank", str(file), "-q", "flea", "-m", str(tiny_model_dir)], env={"COLUMNS": "200"}
+    )
     assert table.exit_code == 0 and "3 of 3 documents" in table.output and "doc-" in table.output
 
 

@@ -19,7 +19,13 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults() -> None:
     cfg = RerankerConfig()
     assert cfg.model == DEFAULT_MODEL == "cross-encoder/ms-marco-MiniLM-L6-v2"
-    assert (cfg.backend, cfg.top_n, cfg.batch_size, cfg.normalize, cfg.min_score) == ("torch", 3, 32, False, None)
+    assert (cfg.backend, cfg.top_n, cfg.batch_size, cfg.normalize, cfg.min_score) == (
+        "torch",
+        3,
+        32,
+        False,
+        None,
+    )
 
 
 def test_keywords_and_dict() -> None:

@@ -110,7 +110,7 @@ def test_missing_local_directory(tmp_path: Path) -> None:
 
 
 def test_directory_without_config(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="has no config.json"):
+    with pytest.raises(ModelLoadError, match=r"has no config\.json"):
         Reranker(tmp_path)
 
 

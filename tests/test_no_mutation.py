@@ -15,12 +15,16 @@ words = st.sampled_from(["flea", "fleas", "live", "a", "year", "paris", "tower",
 documents = st.lists(st.one_of(texts, words), max_size=12).flatmap(
     lambda docs: st.just(docs + docs[: len(docs) // 2])  # with duplicates
 )
-settings_ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+settings_ = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @settings_
 @given(query=st.one_of(texts, words), docs=documents, top_n=st.one_of(st.none(), st.integers(1, 20)))
-def test_rank_never_mutates_and_accounts_for_every_document(tiny_reranker: Reranker, query, docs, top_n) -> None:
+def test_rank_never_mutates_and_accounts_for_every_document(
+    tiny_reranker: Reranker, query, docs, top_n
+) -> None:
     before = copy.copy(docs)
     ids = [id(doc) for doc in docs]
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -160,7 +161,9 @@ def test_small_max_length(tiny_model_dir) -> None:
 def test_from_config_applies_defaults(tiny_model_dir) -> None:
     from crossrank import RerankerConfig
 
-    reranker = Reranker.from_config(RerankerConfig(model=str(tiny_model_dir), top_n=5, normalize=True, device="cpu"))
+    reranker = Reranker.from_config(
+        RerankerConfig(model=str(tiny_model_dir), top_n=5, normalize=True, device="cpu")
+    )
     ranking = reranker.rank(QUERY, DOCS)
     assert len(ranking) == 5 and all(0 < hit.score < 1 for hit in ranking)
     assert len(reranker.rank(QUERY, DOCS, top_n=2, normalize=False)) == 2
@@ -207,10 +210,8 @@ def test_threads_share_one_reranker(tiny_reranker: Reranker) -> None:
     barrier = threading.Barrier(8)
 
     def run(query: str) -> list[float]:
-        try:
+        with contextlib.suppress(threading.BrokenBarrierError):
             barrier.wait(timeout=5)
-        except threading.BrokenBarrierError:
-            pass
         return tiny_reranker.score(query, DOCS)
 
     with ThreadPoolExecutor(max_workers=8) as pool:

@@ -79,7 +79,8 @@ def _load_demo_reranker(model: str, fallback: str | None, top_n: int) -> tuple[o
                 hub_reachable=err.hub_reachable,
             ) from err
         note = (
-            f"default model {model} can't be had here ({'hub unreachable' if not err.hub_reachable else err}); "
+            f"default model {model} can't be had here "
+            f"({'hub unreachable' if not err.hub_reachable else err}); "
             f"falling back to {candidate}"
         )
         return Reranker(candidate, top_n=top_n), note
@@ -93,7 +94,8 @@ def demo(
         typer.Option(help="BEIR-style corpus.jsonl ({_id, title, text} per line). Default: bundled corpus."),
     ] = None,
     model: Annotated[
-        str, typer.Option("--model", "-m", envvar="CROSSRANK_MODEL", help="Cross-encoder hub id or directory.")
+        str,
+        typer.Option("--model", "-m", envvar="CROSSRANK_MODEL", help="Cross-encoder hub id or directory."),
     ] = DEFAULT_MODEL,
     fallback_model: Annotated[
         str | None,
@@ -107,7 +109,9 @@ def demo(
     ] = None,
     candidates: Annotated[int, typer.Option("--candidates", "-k", min=1, help="Stage-1 candidates.")] = 20,
     top_n: Annotated[int, typer.Option("--top-n", "-n", min=1, help="Chunks kept for the LLM.")] = 3,
-    retriever_model: Annotated[str, typer.Option(help="Stage-1 bi-encoder.")] = "sentence-transformers/all-MiniLM-L6-v2",
+    retriever_model: Annotated[
+        str, typer.Option(help="Stage-1 bi-encoder.")
+    ] = "sentence-transformers/all-MiniLM-L6-v2",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Two-stage retrieval: a bi-encoder retrieves the top 20 chunks, crossrank keeps the best 3."""
@@ -125,12 +129,18 @@ def demo(
         if note:
             console.print(f"[yellow]note[/]    {note}")
         with Progress(
-            TextColumn("stage 1: embedding the corpus"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err_console, transient=True,
+            TextColumn("stage 1: embedding the corpus"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
         ) as progress:
             task = progress.add_task("embed", total=len(chunks))
             retriever = BiEncoderRetriever(
-                chunks, model=retriever_model, progress=lambda done, total: progress.update(task, completed=done)
+                chunks,
+                model=retriever_model,
+                progress=lambda done, total: progress.update(task, completed=done),
             )
         if retriever.note:
             console.print(f"[yellow]note[/]    {retriever.note}")
@@ -149,7 +159,8 @@ def demo(
         raise _fail(err) from err
 
     console.print(
-        f"[bold]stage 1[/] bi-encoder {retriever_model}: top {len(hits)} of {len(chunks)} in {stage1_ms:.1f} ms "
+        f"[bold]stage 1[/] bi-encoder {retriever_model}: "
+        f"top {len(hits)} of {len(chunks)} in {stage1_ms:.1f} ms "
         f"[dim](corpus embedded once in {retriever.index_seconds:.2f} s, model loaded in "
         f"{retriever.load_seconds:.2f} s)[/]"
     )
@@ -174,7 +185,9 @@ def demo(
 def _read_documents(file: Path) -> tuple[list[str], list[str | None]]:
     """Documents and their ids from a text file (one per line) or JSONL ({"text", "_id"/"id"})."""
     raw = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
-    lines = [line for line in raw.splitlines() if line.strip()]  # blank lines separate, they are not documents
+    lines = [
+        line for line in raw.splitlines() if line.strip()
+    ]  # blank lines separate, they are not documents
     if lines and all(line.lstrip().startswith("{") for line in lines):
         texts, ids = [], []
         for number, line in enumerate(lines, start=1):
@@ -191,12 +204,16 @@ def _read_documents(file: Path) -> tuple[list[str], list[str | None]]:
 @app.command()
 def rank(
     file: Annotated[
-        Path, typer.Argument(help="Text file, one document per line (blank lines skipped), or JSONL with "
-                             "a 'text' field (and optional '_id'/'id', 'title'); '-' reads stdin.")
+        Path,
+        typer.Argument(
+            help="Text file, one document per line (blank lines skipped), or JSONL with "
+            "a 'text' field (and optional '_id'/'id', 'title'); '-' reads stdin."
+        ),
     ],
     query: Annotated[str, typer.Option("--query", "-q", help="The query to rank against.")],
     model: Annotated[
-        str, typer.Option("--model", "-m", envvar="CROSSRANK_MODEL", help="Cross-encoder hub id or directory.")
+        str,
+        typer.Option("--model", "-m", envvar="CROSSRANK_MODEL", help="Cross-encoder hub id or directory."),
     ] = DEFAULT_MODEL,
     top_n: Annotated[int, typer.Option("--top-n", "-n", min=1, help="How many to show.")] = 3,
     all_documents: Annotated[bool, typer.Option("--all", help="Show every document, ranked.")] = False,
@@ -234,16 +251,29 @@ def rank(
         typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
         return
     table = Table(
-        title=f"{len(ranking)} of {ranking.num_candidates} documents, {elapsed_ms:.0f} ms, {reranker.model_name}",
+        title=(
+            f"{len(ranking)} of {ranking.num_candidates} documents, "
+            f"{elapsed_ms:.0f} ms, {reranker.model_name}"
+        ),
         title_justify="left",
     )
-    for name, justify in (("#", "right"), ("score", "right"), ("index", "right"), ("id", "left"), ("text", "left")):
+    for name, justify in (
+        ("#", "right"),
+        ("score", "right"),
+        ("index", "right"),
+        ("id", "left"),
+        ("text", "left"),
+    ):
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for position, hit in enumerate(ranking, start=1):
-        table.add_row(str(position), f"{hit.score:.4f}", str(hit.index), ids[hit.index] or "", _snippet(hit.text))
+        table.add_row(
+            str(position), f"{hit.score:.4f}", str(hit.index), ids[hit.index] or "", _snippet(hit.text)
+        )
     console.print(table)
     if ranking.num_below_min_score:
-        console.print(f"[yellow]{ranking.num_below_min_score} document(s) scored below --min-score {min_score}[/]")
+        console.print(
+            f"[yellow]{ranking.num_below_min_score} document(s) scored below --min-score {min_score}[/]"
+        )
 
 
 def main() -> None:

@@ -34,7 +34,9 @@ class RerankerConfig(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CROSSRANK_", extra="forbid", frozen=True)
 
-    model: str = Field(DEFAULT_MODEL, description="Hugging Face hub id or local directory of a cross-encoder.")
+    model: str = Field(
+        DEFAULT_MODEL, description="Hugging Face hub id or local directory of a cross-encoder."
+    )
     backend: Literal["torch"] = Field("torch", description="Engine that runs the model.")
     device: str | None = Field(None, description="'cpu', 'cuda', 'cuda:1', ...; None picks CUDA if present.")
     top_n: PositiveInt | None = Field(3, description="How many documents rank() returns; None returns all.")
@@ -46,7 +48,9 @@ class RerankerConfig(BaseSettings):
     min_score: float | None = Field(
         None, description="Drop documents scoring below this (on the scale chosen by `normalize`)."
     )
-    local_files_only: bool = Field(False, description="Never contact the hub; use local files or the HF cache.")
+    local_files_only: bool = Field(
+        False, description="Never contact the hub; use local files or the HF cache."
+    )
 
     @classmethod
     def from_yaml(

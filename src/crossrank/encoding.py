@@ -122,7 +122,9 @@ class PairEncoder:
         width = max(len(enc) for enc in encodings)
         input_ids = np.full((len(encodings), width), self.pad_token_id, dtype=np.int64)
         attention_mask = np.zeros((len(encodings), width), dtype=np.int64)
-        token_type_ids = np.zeros((len(encodings), width), dtype=np.int64) if self.with_token_type_ids else None
+        token_type_ids = (
+            np.zeros((len(encodings), width), dtype=np.int64) if self.with_token_type_ids else None
+        )
         for row, enc in enumerate(encodings):
             n = len(enc)
             input_ids[row, :n] = enc.ids

@@ -65,7 +65,7 @@ class BackendUnavailableError(CrossrankError, ImportError):
 
 
 class InvalidArgumentError(CrossrankError, ValueError):
-    """An option has a value crossrank cannot use (e.g. ``top_n=0``, ``max_length`` over the model's limit)."""
+    """An option has a value crossrank cannot use (``top_n=0``, ``max_length`` over the model's limit...)."""
 
 
 class EmptyQueryError(InvalidArgumentError):

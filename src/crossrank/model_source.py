@@ -165,7 +165,8 @@ def resolve_model_source(
             else f"the Hugging Face Hub could not be reached ({type(err).__name__}: {err})"
         )
         raise ModelLoadError(
-            f"Cannot load model {name!r}: {what} and the model is not in the local cache. {_cache_hint(name)}",
+            f"Cannot load model {name!r}: {what} and the model is not in the local cache. "
+            f"{_cache_hint(name)}",
             model=name,
             hub_reachable=answered,
         ) from err

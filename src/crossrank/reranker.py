@@ -111,7 +111,11 @@ class Reranker:
         self.model_name = os.fspath(model)
 
         source = resolve_model_source(
-            model, local_files_only=local_files_only, cache_folder=cache_folder, revision=revision, token=token
+            model,
+            local_files_only=local_files_only,
+            cache_folder=cache_folder,
+            revision=revision,
+            token=token,
         )
         self._backend: Backend = load_backend(
             backend,
@@ -137,7 +141,9 @@ class Reranker:
         )
 
     @classmethod
-    def from_config(cls, config: RerankerConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Reranker:
+    def from_config(
+        cls, config: RerankerConfig | Mapping[str, Any] | None = None, **overrides: Any
+    ) -> Reranker:
         """Build a Reranker from a :class:`RerankerConfig` (or a dict of its fields).
 
         Args:
@@ -200,10 +206,10 @@ class Reranker:
         self,
         query: str,
         documents: Iterable[str],
-        top_n: int | None | _UseDefault = USE_DEFAULT,
+        top_n: int | _UseDefault | None = USE_DEFAULT,
         *,
         normalize: bool | _UseDefault = USE_DEFAULT,
-        min_score: float | None | _UseDefault = USE_DEFAULT,
+        min_score: float | _UseDefault | None = USE_DEFAULT,
     ) -> Ranking:
         """Rank ``documents`` by relevance to ``query``, best first.
 
@@ -243,10 +249,10 @@ class Reranker:
         self,
         query: str,
         documents: Iterable[str],
-        top_n: int | None | _UseDefault = USE_DEFAULT,
+        top_n: int | _UseDefault | None = USE_DEFAULT,
         *,
         normalize: bool | _UseDefault = USE_DEFAULT,
-        min_score: float | None | _UseDefault = USE_DEFAULT,
+        min_score: float | _UseDefault | None = USE_DEFAULT,
     ) -> Ranking:
         """Async :meth:`rank`: runs in a worker thread, so the event loop keeps serving."""
         texts = _check_inputs(query, documents)
@@ -269,14 +275,16 @@ class Reranker:
         self,
         query: str,
         texts: list[str],
-        top_n: int | None | _UseDefault,
+        top_n: int | _UseDefault | None,
         normalize: bool | _UseDefault,
-        min_score: float | None | _UseDefault,
+        min_score: float | _UseDefault | None,
     ) -> Ranking:
         top_n = self.top_n if top_n is USE_DEFAULT else _check_top_n(top_n)
         min_score = self.min_score if min_score is USE_DEFAULT else _check_min_score(min_score)
         scores = self._score(query, texts, normalize)
-        order = sorted(range(len(texts)), key=lambda i: -scores[i])  # sorted() is stable: ties keep input order
+        order = sorted(
+            range(len(texts)), key=lambda i: -scores[i]
+        )  # sorted() is stable: ties keep input order
         kept = order if min_score is None else [i for i in order if scores[i] >= min_score]
         below = len(order) - len(kept)
         if below:

