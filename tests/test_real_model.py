@@ -67,7 +67,7 @@ def test_reranking_beats_bm25_on_dl19(fixture_reranker: Reranker, dl19_top20, sh
 def test_long_passage_keeps_the_query(fixture_reranker: Reranker, dl19_top20) -> None:
     row = dl19_top20[0]
     passage = " ".join(hit["text"] for hit in row["hits"][:12])  # well over 512 tokens
-    (pair,) = fixture_reranker._encoder.encode(row["query"], [passage])
+    (pair,) = fixture_reranker._encoder.encode(row["query"], [passage]).first
     query_ids = fixture_reranker._encoder._tokenizer.encode(row["query"], add_special_tokens=False).ids
     assert len(pair.ids) == 512
     assert pair.ids[1 : 1 + len(query_ids)] == query_ids

@@ -134,7 +134,7 @@ def test_batch_size_does_not_change_scores(tiny_model_dir, tiny_reranker: Rerank
 
 def test_long_documents_are_cut_on_the_document_side(tiny_reranker: Reranker) -> None:
     long_doc = "fleas live a year with a host " * 100  # far over the tiny model's 128 tokens
-    (pair,) = tiny_reranker._encoder.encode(QUERY, [long_doc])
+    (pair,) = tiny_reranker._encoder.encode(QUERY, [long_doc]).first
     query_tokens = ["how", "long", "does", "a", "flea", "live"]
     assert len(pair.ids) == tiny_reranker.max_length == 128
     assert pair.tokens[: 2 + len(query_tokens)] == ["[CLS]", *query_tokens, "[SEP]"]
@@ -145,7 +145,7 @@ def test_long_documents_are_cut_on_the_document_side(tiny_reranker: Reranker) ->
 
 def test_overlong_query_is_cut_to_half_with_a_warning(tiny_reranker, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="crossrank"):
-        (pair,) = tiny_reranker._encoder.encode("flea " * 200, ["fleas live a year"])
+        (pair,) = tiny_reranker._encoder.encode("flea " * 200, ["fleas live a year"]).first
     assert "cut to" in caplog.text
     assert len(pair.ids) <= tiny_reranker.max_length
     assert pair.tokens[-5:] == ["fleas", "live", "a", "year", "[SEP]"]
@@ -153,7 +153,7 @@ def test_overlong_query_is_cut_to_half_with_a_warning(tiny_reranker, caplog) -> 
 
 def test_small_max_length(tiny_model_dir) -> None:
     reranker = Reranker(tiny_model_dir, device="cpu", max_length=16)
-    (pair,) = reranker._encoder.encode(QUERY, ["fleas live a year with a host " * 5])
+    (pair,) = reranker._encoder.encode(QUERY, ["fleas live a year with a host " * 5]).first
     assert len(pair.ids) == 16
     assert len(reranker.rank(QUERY, DOCS)) == 3
 
@@ -217,3 +217,63 @@ def test_threads_share_one_reranker(tiny_reranker: Reranker) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         got = list(pool.map(run, queries))
     assert got == expected
+
+
+class _CountTokenBackend(_ConstantBackend):
+    """Scores a pair by how many times one token occurs in it: makes window logic checkable."""
+
+    def __init__(self, inner, token_id: int) -> None:
+        super().__init__(inner)
+        self.token_id = token_id
+
+    def logits(self, batch):
+        self.calls += 1
+        return (batch.input_ids == self.token_id).sum(axis=1).astype(np.float32)
+
+
+def test_windows_score_the_end_of_a_long_document(tiny_model_dir) -> None:
+    long_doc = "flea " * 400 + "tea"  # 'tea' sits far past the 128-token cut
+    short_docs = ["tea for two", "fleas live a year"]
+    scores = {}
+    for mode in ("truncate", "windows"):
+        reranker = Reranker(tiny_model_dir, device="cpu", long_documents=mode)
+        tea = reranker._encoder._tokenizer.token_to_id("tea")
+        reranker._backend = _CountTokenBackend(reranker._backend, tea)
+        scores[mode] = reranker.score(QUERY, [long_doc, *short_docs])
+    assert scores["truncate"] == [0.0, 1.0, 0.0]
+    assert scores["windows"] == [1.0, 1.0, 0.0]  # max over windows finds the one holding 'tea'
+
+
+def test_windows_cover_the_whole_document_with_overlap(tiny_reranker: Reranker) -> None:
+    encoder = tiny_reranker._encoder
+    doc = " ".join(["flea", "tea", "paris", "coffee"] * 150)  # 600 tokens
+    pairs = encoder.encode(QUERY, [doc], windows=True, stride=10)
+    windows = [pairs.first[0], *pairs.extra]
+    assert pairs.extra_owners == [0] * len(pairs.extra) and pairs.num_cut == 1
+    query_part = ["[CLS]", "how", "long", "does", "a", "flea", "live", "[SEP]"]
+    doc_tokens = []
+    for i, window in enumerate(windows):
+        assert len(window.ids) <= 128 and window.tokens[: len(query_part)] == query_part
+        body = window.tokens[len(query_part) : -1]
+        doc_tokens += body if i == 0 else body[10:]  # consecutive windows share 10 tokens
+        if i:
+            assert body[:10] == windows[i - 1].tokens[len(query_part) : -1][-10:]
+    assert doc_tokens == doc.split()
+
+
+def test_windows_leave_short_documents_bit_for_bit(tiny_model_dir, tiny_reranker: Reranker) -> None:
+    windowed = Reranker(tiny_model_dir, device="cpu", long_documents="windows")
+    docs = [*DOCS, "fleas live a year with a host " * 60]
+    truncated_scores = tiny_reranker.score(QUERY, docs)
+    windowed_scores = windowed.score(QUERY, docs)
+    assert windowed_scores[:-1] == truncated_scores[:-1]  # exact equality, not approx
+    assert windowed_scores[-1] >= truncated_scores[-1]
+
+
+def test_truncation_warns_once(tiny_model_dir, caplog: pytest.LogCaptureFixture) -> None:
+    reranker = Reranker(tiny_model_dir, device="cpu")
+    with caplog.at_level(logging.WARNING, logger="crossrank"):
+        reranker.score(QUERY, ["flea " * 300, "tea"])
+        reranker.score(QUERY, ["flea " * 300])
+    assert caplog.text.count("long_documents='windows'") == 1
+    assert "1 of 2 documents are longer than max_length=128" in caplog.text

@@ -44,6 +44,10 @@ class RerankerConfig(BaseSettings):
         None, description="Most tokens per (query, document) pair; None uses the model's limit."
     )
     batch_size: PositiveInt = Field(32, description="Pairs per forward pass.")
+    long_documents: Literal["truncate", "windows"] = Field(
+        "truncate", description="Cut long documents at the end, or score them in overlapping windows (MaxP)."
+    )
+    stride: PositiveInt | None = Field(None, description="Tokens shared by consecutive windows.")
     normalize: bool = Field(False, description="Return sigmoid(logit) in 0-1 instead of raw logits.")
     min_score: float | None = Field(
         None, description="Drop documents scoring below this (on the scale chosen by `normalize`)."

@@ -6,7 +6,9 @@ either) see the very same token ids. It uses the Rust ``tokenizers`` library dir
 * the query is tokenised once per call, the documents in one ``encode_batch`` call;
 * pairs longer than ``max_length`` lose tokens from the **end of the document only**; the query
   is kept whole (unless it alone would take more than half of ``max_length``: then it is cut to
-  that half, with a warning, so the document still gets room);
+  that half, with a warning, so the document still gets room); with ``windows=True`` the rest
+  of a long document is encoded too, as overlapping windows each paired with the query, so the
+  caller can score every part of it (MaxP);
 * the special tokens (``[CLS] q [SEP] d [SEP]`` for BERT, ``<s> q </s></s> d </s>`` for RoBERTa)
   come from the tokenizer's own post-processor, so any HF cross-encoder works;
 * pairs are sorted by length and cut into mini-batches, each padded only to its own longest
@@ -26,7 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-__all__ = ["EncodedBatch", "PairEncoder"]
+from crossrank.errors import InvalidArgumentError
+
+__all__ = ["EncodedBatch", "EncodedPairs", "PairEncoder"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +60,23 @@ class EncodedBatch:
         return inputs
 
 
+@dataclass(slots=True)
+class EncodedPairs:
+    """The encoded pairs of one query with its documents.
+
+    Attributes:
+        first: One pair per document, in input order: the whole document, or its beginning.
+        extra: Further windows of long documents (only when encoding with ``windows=True``).
+        extra_owners: For each extra window, the index of its document.
+        num_cut: How many documents did not fit ``max_length`` whole.
+    """
+
+    first: list[Encoding]
+    extra: list[Encoding]
+    extra_owners: list[int]
+    num_cut: int
+
+
 class PairEncoder:
     """Encodes a query with many documents into length-sorted, padded mini-batches.
 
@@ -77,17 +98,26 @@ class PairEncoder:
         self.with_token_type_ids = with_token_type_ids
         self._num_special = self._tokenizer.num_special_tokens_to_add(is_pair=True)
         if max_length <= self._num_special + 1:
-            raise ValueError(f"max_length={max_length} leaves no room for text after the special tokens")
+            raise InvalidArgumentError(
+                f"max_length={max_length} leaves no room for text after the special tokens"
+            )
 
-    def encode(self, query: str, documents: Sequence[str]) -> list[Encoding]:
-        """Encode each ``(query, document)`` pair, truncating the document side to fit ``max_length``.
+    def encode(
+        self, query: str, documents: Sequence[str], *, windows: bool = False, stride: int | None = None
+    ) -> EncodedPairs:
+        """Encode each ``(query, document)`` pair to fit ``max_length``.
 
         Args:
             query: The query text.
             documents: Document texts.
+            windows: False cuts a long document at the end. True also encodes the rest of it as
+                further overlapping windows, each paired with the whole query.
+            stride: Tokens shared by consecutive windows. Defaults to a quarter of the room a
+                document has next to the query.
 
         Returns:
-            One ``tokenizers.Encoding`` per document, in input order, special tokens included.
+            :class:`EncodedPairs`: ``first`` holds one pair per document, identical in both modes
+            (so short documents score the same either way); ``extra`` the further windows.
         """
         budget = self.max_length - self._num_special
         query_enc = self._tokenizer.encode(query, add_special_tokens=False)
@@ -100,12 +130,23 @@ class PairEncoder:
             )
             query_enc.truncate(budget // 2)
         doc_budget = budget - len(query_enc)
-        doc_encs = self._tokenizer.encode_batch(list(documents), add_special_tokens=False)
-        pairs = []
-        for doc_enc in doc_encs:
+        if stride is None:
+            stride = doc_budget // 4
+        stride = min(stride, doc_budget - 1)  # each window must move forward
+        pairs = EncodedPairs([], [], [], 0)
+        for index, doc_enc in enumerate(
+            self._tokenizer.encode_batch(list(documents), add_special_tokens=False)
+        ):
             if len(doc_enc) > doc_budget:
-                doc_enc.truncate(doc_budget)
-            pairs.append(self._tokenizer.post_process(query_enc, doc_enc, add_special_tokens=True))
+                pairs.num_cut += 1
+                doc_enc.truncate(doc_budget, stride=stride if windows else 0)
+                if windows:
+                    for window in doc_enc.overflowing:
+                        pairs.extra.append(
+                            self._tokenizer.post_process(query_enc, window, add_special_tokens=True)
+                        )
+                        pairs.extra_owners.append(index)
+            pairs.first.append(self._tokenizer.post_process(query_enc, doc_enc, add_special_tokens=True))
         return pairs
 
     def batches(self, encodings: Sequence[Encoding], batch_size: int) -> Iterator[EncodedBatch]:

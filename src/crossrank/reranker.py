@@ -7,10 +7,11 @@ import enum
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
+from tokenizers import Encoding
 
 from crossrank.backends import Backend, load_backend
 from crossrank.config import DEFAULT_MODEL, RerankerConfig
@@ -56,6 +57,14 @@ class Reranker:
             the model's own limit (512 for the MS MARCO models).
         batch_size (int): Pairs per forward pass. Pairs are sorted by length first, so each batch
             pads little. Defaults to 32.
+        long_documents (str): What to do with a document that doesn't fit ``max_length`` next to
+            the query. ``"truncate"`` scores its beginning only (what other rerankers do; crossrank
+            logs a warning the first time). ``"windows"`` splits it into overlapping windows, scores
+            each with the query and keeps the best window's score (MaxP): slower on long documents,
+            but a relevant passage at the end still counts. Documents that fit are scored exactly
+            the same either way. Defaults to ``"truncate"``.
+        stride (int, optional): With ``"windows"``, tokens shared by consecutive windows. Defaults
+            to None: a quarter of the room a document has next to the query.
         local_files_only (bool): Never contact the hub: load a local directory or the HF cache.
             Defaults to False (``HF_HUB_OFFLINE=1`` has the same effect).
         top_n (int, optional): Default ``top_n`` of :meth:`rank`; None returns all. Defaults to 3.
@@ -91,6 +100,8 @@ class Reranker:
         device: str | None = None,
         max_length: int | None = None,
         batch_size: int = 32,
+        long_documents: Literal["truncate", "windows"] = "truncate",
+        stride: int | None = None,
         local_files_only: bool = False,
         top_n: int | None = 3,
         normalize: bool = False,
@@ -104,6 +115,15 @@ class Reranker:
         _check_positive_int("batch_size", batch_size)
         if max_length is not None:
             _check_positive_int("max_length", max_length)
+        if stride is not None:
+            _check_positive_int("stride", stride)
+        if long_documents not in ("truncate", "windows"):
+            raise InvalidArgumentError(
+                f"long_documents must be 'truncate' or 'windows', got {long_documents!r}"
+            )
+        self.long_documents = long_documents
+        self.stride = stride
+        self._warned_truncation = False
         self.top_n = _check_top_n(top_n)
         self.normalize = bool(normalize)
         self.min_score = _check_min_score(min_score)
@@ -298,13 +318,31 @@ class Reranker:
         )
 
     def _logits(self, query: str, texts: list[str]) -> np.ndarray:
-        encodings = self._encoder.encode(query, texts)
-        logits = np.empty(len(texts), dtype=np.float32)
-        for batch in self._encoder.batches(encodings, self.batch_size):
-            logits[batch.positions] = self._backend.logits(batch)
+        windows = self.long_documents == "windows"
+        pairs = self._encoder.encode(query, texts, windows=windows, stride=self.stride)
+        if pairs.num_cut and not windows and not self._warned_truncation:
+            self._warned_truncation = True  # once per Reranker: loud enough to notice, not log spam
+            logger.warning(
+                "%d of %d documents are longer than max_length=%d with the query and were cut at the end; "
+                "pass long_documents='windows' to score all of each document.",
+                pairs.num_cut,
+                len(texts),
+                self.max_length,
+            )
+        # The first pair of every document is batched exactly as without windows, so documents that
+        # fit score bit for bit the same in both modes; further windows follow in their own batches.
+        logits = self._forward(pairs.first)
+        if pairs.extra:
+            np.maximum.at(logits, pairs.extra_owners, self._forward(pairs.extra))
         if not np.all(np.isfinite(logits)):
             bad = np.flatnonzero(~np.isfinite(logits)).tolist()
             raise ScoringError(f"Model {self.model_name!r} returned non-finite scores for documents {bad}.")
+        return logits
+
+    def _forward(self, encodings: Sequence[Encoding]) -> np.ndarray:
+        logits = np.empty(len(encodings), dtype=np.float32)
+        for batch in self._encoder.batches(encodings, self.batch_size):
+            logits[batch.positions] = self._backend.logits(batch)
         return logits
 
 
