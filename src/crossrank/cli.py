@@ -280,3 +280,155 @@ def main() -> None:
     """Entry point of the ``crossrank`` command."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()
+
+
+def _reference_scorer(model: str, device: str, max_length: int | None, batch_size: int):
+    """sentence-transformers' CrossEncoder on the same model, returning raw logits."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from crossrank.model_source import resolve_model_source
+
+    source = resolve_model_source(model)
+    cross_encoder = CrossEncoder(
+        source.location,
+        device=device,
+        max_length=max_length,
+        local_files_only=source.local_files_only,
+        activation_fn=torch.nn.Identity(),
+    )
+
+    def score(query: str, texts: list[str]) -> list[float]:
+        return cross_encoder.predict([(query, text) for text in texts], batch_size=batch_size).tolist()
+
+    return score
+
+
+@app.command("eval")
+def eval_command(
+    dataset: Annotated[
+        str,
+        typer.Option(
+            "--dataset", "-d", help="trec-dl-2019, trec-dl-2020, trec-dl-2021, beir-scifact, or a folder."
+        ),
+    ] = "trec-dl-2019",
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", envvar="CROSSRANK_MODEL", help="Cross-encoder hub id or directory."),
+    ] = DEFAULT_MODEL,
+    backend: Annotated[str, typer.Option(help="crossrank backend.")] = "torch",
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ...")] = None,
+    max_length: Annotated[int | None, typer.Option(min=8, help="Tokens per (query, document) pair.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    long_documents: Annotated[str, typer.Option(help="truncate or windows.")] = "truncate",
+    stride: Annotated[int | None, typer.Option(min=1, help="Window overlap in tokens.")] = None,
+    depth: Annotated[list[int] | None, typer.Option(help="Stage-1 depth(s) to rerank; repeatable.")] = None,
+    stage1: Annotated[str, typer.Option(help="BEIR stage 1: bm25 or bi-encoder.")] = "bm25",
+    compare_st: Annotated[
+        bool, typer.Option("--compare-st", help="Also score with sentence-transformers' CrossEncoder.")
+    ] = False,
+    data_dir: Annotated[
+        Path | None, typer.Option(envvar="CROSSRANK_DATA_DIR", help="Where named datasets live.")
+    ] = (None),
+    max_queries: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N queries only.")] = None,
+    json_output: Annotated[
+        Path | None, typer.Option("--json", help="Also write the report as JSON ('-': stdout).")
+    ] = (None),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Rerank a TREC DL or BEIR stage-1 run and report nDCG@10, MRR@10, R@3, nDCG@3 against stage 1."""
+    _setup(verbose)
+    from dataclasses import replace
+
+    from crossrank import Reranker
+    from crossrank.evaluation import evaluate, load_dataset
+
+    depths = sorted(set(depth or [100, 20]), reverse=True)
+    try:
+        with err_console.status("loading the dataset") as status:
+            data = load_dataset(
+                dataset,
+                data_dir=data_dir,
+                stage1=stage1,
+                depth=depths[0],
+                progress=status.update,  # type: ignore[arg-type]
+            )
+        if max_queries is not None:
+            kept = list(data.candidates)[:max_queries]
+            data = replace(data, candidates={qid: data.candidates[qid] for qid in kept})
+        reranker = Reranker(
+            model,
+            backend=backend,
+            device=device,
+            max_length=max_length,
+            batch_size=batch_size,
+            long_documents=long_documents,
+            stride=stride,  # type: ignore[arg-type]
+        )
+        scorers = {"crossrank": reranker.score}
+        if compare_st:
+            scorers["sentence-transformers"] = _reference_scorer(
+                model, reranker.device, max_length, batch_size
+            )
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar:
+
+            def progress(name: str):
+                task = bar.add_task(f"scoring with {name}", total=len(data.candidates))
+                return lambda: bar.advance(task)
+
+            report = evaluate(data, scorers, depths=depths, progress=progress)
+    except (CrossrankError, FileNotFoundError, ValueError) as err:
+        raise _fail(err) from err
+
+    report.settings = {
+        "model": model,
+        "backend": reranker.backend,
+        "device": reranker.device,
+        "max_length": reranker.max_length,
+        "long_documents": long_documents,
+        "stride": stride,
+        "batch_size": batch_size,
+    }
+    _print_report(report)
+    if json_output is not None:
+        text = json.dumps(report.to_dict(), indent=2)
+        if str(json_output) == "-":
+            typer.echo(text)
+        else:
+            json_output.write_text(text + "\n", encoding="utf-8")
+
+
+def _print_report(report) -> None:
+    settings = report.settings
+    console.print(
+        f"[bold]{report.dataset}[/]: {report.num_queries} queries, stage 1 = {report.stage1}, "
+        f"model = {settings['model']} ({settings['backend']}, {settings['device']}, "
+        f"max_length {settings['max_length']}, {settings['long_documents']})"
+    )
+    for depth, systems in report.metrics.items():
+        table = Table(title=f"rerank stage-1 top {depth}", title_justify="left")
+        table.add_column("system")
+        names = list(next(iter(systems.values())))
+        for name in names:
+            table.add_column(name, justify="right")
+        table.add_column("pairs/s", justify="right")
+        baseline = systems["stage 1"]
+        for system, values in systems.items():
+            cells = []
+            for name in names:
+                delta = values[name] - baseline[name]
+                cells.append(f"{values[name]:.4f}" + ("" if system == "stage 1" else f" ({delta:+.4f})"))
+            speed = report.timings.get(system, {}).get("pairs_per_second")
+            table.add_row(
+                system if system != "stage 1" else f"stage 1 ({report.stage1})",
+                *cells,
+                "" if speed is None else f"{speed:.0f}",
+            )
+        console.print(table)

@@ -1,0 +1,141 @@
+"""Rerank an evaluation set and measure it with ir-measures, side by side with stage 1."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from crossrank.errors import BackendUnavailableError
+from crossrank.evaluation.datasets import EvalDataset
+
+__all__ = ["EvalReport", "Scorer", "evaluate", "measures"]
+
+#: Scores documents against a query, in input order (``Reranker.score`` has this shape).
+Scorer = Callable[[str, list[str]], list[float]]
+
+
+def measures(relevance_level: int) -> dict[str, Any]:
+    """The reported metrics, by display name, as ir-measures objects.
+
+    nDCG uses the graded judgements as gains; MRR and recall count a document as relevant from
+    ``relevance_level`` up (2 on TREC DL passage, as TREC does). R@3 and nDCG@3 describe what
+    reaches the LLM when the best 3 are kept.
+    """
+    try:
+        import ir_measures
+    except ImportError as err:
+        raise BackendUnavailableError("evaluation needs ir-measures: pip install 'crossrank[eval]'") from err
+    rel = relevance_level
+    return {
+        "nDCG@10": ir_measures.nDCG @ 10,
+        "MRR@10": ir_measures.RR(rel=rel) @ 10,
+        "R@3": ir_measures.R(rel=rel) @ 3,
+        "nDCG@3": ir_measures.nDCG @ 3,
+    }
+
+
+@dataclass
+class EvalReport:
+    """The outcome of :func:`evaluate`.
+
+    Attributes:
+        dataset: Dataset name.
+        stage1: Stage-1 system name.
+        num_queries: Queries evaluated.
+        metrics: ``{depth: {system: {metric: value}}}``; "stage 1" is always one of the systems.
+        timings: ``{system: {"seconds", "pairs", "pairs_per_second"}}`` for the rerankers.
+        settings: Free-form description of what was run (model, backend, max_length...).
+    """
+
+    dataset: str
+    stage1: str
+    num_queries: int
+    metrics: dict[int, dict[str, dict[str, float]]]
+    timings: dict[str, dict[str, float]]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return {
+            "dataset": self.dataset,
+            "stage1": self.stage1,
+            "num_queries": self.num_queries,
+            "settings": self.settings,
+            "metrics": {str(depth): systems for depth, systems in self.metrics.items()},
+            "timings": self.timings,
+        }
+
+
+def _score_all(
+    dataset: EvalDataset, scorer: Scorer, depth: int, progress: Callable[[], None] | None
+) -> tuple[dict[str, list[float]], float, int]:
+    scores, pairs, started = {}, 0, time.perf_counter()
+    for qid, candidates in dataset.candidates.items():
+        texts = [candidate.text for candidate in candidates[:depth]]
+        scores[qid] = [float(s) for s in scorer(dataset.queries[qid], texts)]
+        pairs += len(texts)
+        if progress is not None:
+            progress()
+    return scores, time.perf_counter() - started, pairs
+
+
+def evaluate(
+    dataset: EvalDataset,
+    scorers: Mapping[str, Scorer],
+    *,
+    depths: Iterable[int] = (100, 20),
+    progress: Callable[[str], Callable[[], None]] | None = None,
+) -> EvalReport:
+    """Rerank each query's stage-1 top ``depth`` with every scorer and compute the metrics.
+
+    Every scorer scores the candidates of the deepest depth once; shallower depths reuse those
+    scores on their own prefix of the stage-1 ranking (a pair's score doesn't depend on which
+    other documents are in the list).
+
+    Args:
+        dataset: From :func:`crossrank.evaluation.load_dataset`.
+        scorers: Systems to compare, by display name, e.g. ``{"crossrank": reranker.score}``.
+        depths: Stage-1 depths to rerank, e.g. ``(100, 20)``.
+        progress: Called with a system name; returns a callback ticked once per query.
+
+    Returns:
+        An :class:`EvalReport`; stage 1 alone is always reported as the system ``"stage 1"``.
+    """
+    import ir_measures
+
+    depths = sorted(set(depths), reverse=True)
+    chosen = measures(dataset.relevance_level)
+    qrels = [ir_measures.Qrel(q, d, g) for q, d, g in dataset.qrels if q in dataset.candidates]
+
+    def score_run(run: dict[str, dict[str, float]]) -> dict[str, float]:
+        values = ir_measures.calc_aggregate(list(chosen.values()), qrels, run)
+        return {name: float(values[measure]) for name, measure in chosen.items()}
+
+    all_scores: dict[str, dict[str, list[float]]] = {}
+    timings = {}
+    for name, scorer in scorers.items():
+        tick = progress(name) if progress is not None else None
+        all_scores[name], seconds, pairs = _score_all(dataset, scorer, depths[0], tick)
+        timings[name] = {
+            "seconds": seconds,
+            "pairs": pairs,
+            "pairs_per_second": pairs / seconds if seconds else 0.0,
+        }
+
+    metrics: dict[int, dict[str, dict[str, float]]] = {}
+    for depth in depths:
+        runs = {
+            "stage 1": {
+                qid: {c.docid: c.score for c in candidates[:depth]}
+                for qid, candidates in dataset.candidates.items()
+            }
+        }
+        for name, scores in all_scores.items():
+            runs[name] = {
+                qid: {c.docid: s for c, s in zip(candidates[:depth], scores[qid][:depth], strict=True)}
+                for qid, candidates in dataset.candidates.items()
+            }
+        metrics[depth] = {name: score_run(run) for name, run in runs.items()}
+    return EvalReport(dataset.name, dataset.stage1, len(dataset.candidates), metrics, timings)
