@@ -1,0 +1,129 @@
+"""crossrank.evaluation: dataset layouts, metrics against stage 1, and `crossrank eval`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from crossrank.cli import app
+from crossrank.evaluation import evaluate, load_dataset
+
+
+@pytest.fixture
+def own_trec_folder(tmp_path: Path) -> Path:
+    """A user's own data in the TREC DL layout: 2 queries, 3 candidates each."""
+    folder = tmp_path / "my-trec"
+    folder.mkdir()
+    (folder / "qrels.txt").write_text("q1 0 a 3\nq1 0 b 0\nq2 0 e 2\nq2 0 d 1\n")
+    rows = [
+        {
+            "qid": "q1",
+            "query": "flea life",
+            "hits": [
+                {"docid": "b", "text": "paris tower", "bm25_score": 9.0, "rank": 1},
+                {"docid": "c", "text": "coffee", "bm25_score": 8.0, "rank": 2},
+                {"docid": "a", "text": "fleas live a year", "bm25_score": 7.0, "rank": 3},
+            ],
+        },
+        {
+            "qid": "q2",
+            "query": "tea",
+            "hits": [
+                {"docid": "d", "text": "tea and coffee", "bm25_score": 5.0, "rank": 1},
+                {"docid": "e", "text": "tea", "bm25_score": 4.0, "rank": 2},
+                {"docid": "f", "text": "sky", "bm25_score": 3.0, "rank": 3},
+            ],
+        },
+    ]
+    (folder / "bm25_top100.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return folder
+
+
+def _oracle(dataset):
+    grades = {(q, d): g for q, d, g in dataset.qrels}
+    docids = {
+        (dataset.queries[q], c.text): c.docid
+        for q, candidates in dataset.candidates.items()
+        for c in candidates
+    }
+    qid_of = {text: q for q, text in dataset.queries.items()}
+
+    def score(query: str, texts: list[str]) -> list[float]:
+        return [float(grades.get((qid_of[query], docids[(query, t)]), 0)) for t in texts]
+
+    return score
+
+
+def test_own_trec_folder_stage1_and_oracle(own_trec_folder: Path) -> None:
+    dataset = load_dataset(own_trec_folder)
+    assert dataset.relevance_level == 2 and set(dataset.queries) == {"q1", "q2"}
+    report = evaluate(
+        dataset,
+        {"oracle": _oracle(dataset), "stage-1 echo": lambda q, t: list(range(len(t), 0, -1))},
+        depths=(3, 2),
+    )
+    assert report.metrics[3]["oracle"]["nDCG@10"] == pytest.approx(1.0)
+    assert report.metrics[3]["oracle"]["MRR@10"] == pytest.approx(1.0)
+    assert report.metrics[3]["stage 1"]["nDCG@10"] < 1.0
+    assert report.metrics[3]["stage-1 echo"] == report.metrics[3]["stage 1"]
+    # At depth 2, q1's relevant passage (stage-1 rank 3) is out of reach even for the oracle.
+    assert report.metrics[2]["oracle"]["MRR@10"] == pytest.approx(0.5)
+    assert report.timings["oracle"]["pairs"] == 6
+    assert json.loads(json.dumps(report.to_dict()))["metrics"]["3"]["oracle"]["nDCG@10"] == pytest.approx(1.0)
+
+
+def test_own_beir_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "my-beir"
+    (folder / "qrels").mkdir(parents=True)
+    docs = {"d1": "fleas live about a year", "d2": "the eiffel tower in paris", "d3": "tea has caffeine"}
+    (folder / "corpus.jsonl").write_text(
+        "\n".join(json.dumps({"_id": k, "title": "", "text": v}) for k, v in docs.items()) + "\n"
+    )
+    (folder / "queries.jsonl").write_text(
+        json.dumps({"_id": "1", "text": "how long do fleas live"})
+        + "\n"
+        + json.dumps({"_id": "2", "text": "unjudged query"})
+        + "\n"
+    )
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n1\td1\t1\n")
+    dataset = load_dataset(folder, depth=2)
+    assert dataset.queries == {"1": "how long do fleas live"} and dataset.relevance_level == 1
+    assert dataset.candidates["1"][0].docid == "d1" and len(dataset.candidates["1"]) == 2
+
+
+def test_scifact_bm25_stage1_matches_the_fixture_card(shared_dir: Path) -> None:
+    dataset = load_dataset("beir-scifact", data_dir=shared_dir / "data", depth=20)
+    assert len(dataset.queries) == 300
+    report = evaluate(dataset, {}, depths=(20,))
+    assert report.metrics[20]["stage 1"]["nDCG@10"] == pytest.approx(0.6617, abs=0.0005)  # FIXTURE.md
+
+
+def test_dl19_layout(shared_dir: Path) -> None:
+    dataset = load_dataset("trec-dl-2019", data_dir=shared_dir / "data")
+    assert len(dataset.queries) == 43 and all(len(c) == 100 for c in dataset.candidates.values())
+    assert evaluate(dataset, {}, depths=(100,)).metrics[100]["stage 1"]["nDCG@10"] == pytest.approx(
+        0.5058, abs=1e-3
+    )
+
+
+def test_unknown_dataset(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="named datasets"):
+        load_dataset("trec-dl-1999", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="neither a TREC DL folder"):
+        load_dataset(tmp_path)
+
+
+def test_cli_eval_json(own_trec_folder: Path, tiny_model_dir: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["eval", "--dataset", str(own_trec_folder), "-m", str(tiny_model_dir), "--depth", "3", "--json", "-"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output[result.output.index('{\n  "dataset"') :])
+    assert set(payload["metrics"]["3"]) == {"stage 1", "crossrank"}
+    assert payload["settings"]["max_length"] == 128 and payload["timings"]["crossrank"]["pairs"] == 6
+    assert "rerank stage-1 top 3" in result.output
