@@ -277,3 +277,20 @@ def test_truncation_warns_once(tiny_model_dir, caplog: pytest.LogCaptureFixture)
         reranker.score(QUERY, ["flea " * 300])
     assert caplog.text.count("long_documents='windows'") == 1
     assert "1 of 2 documents are longer than max_length=128" in caplog.text
+
+
+def test_to_config_round_trips(tiny_model_dir) -> None:
+    reranker = Reranker(
+        tiny_model_dir, device="cpu", top_n=4, max_length=64, long_documents="windows", stride=8
+    )
+    config = reranker.to_config()
+    assert (config.model, config.top_n, config.max_length, config.long_documents, config.stride) == (
+        str(tiny_model_dir),
+        4,
+        64,
+        "windows",
+        8,
+    )
+    rebuilt = Reranker.from_config(config)
+    assert rebuilt.to_config() == config
+    assert rebuilt.score(QUERY, DOCS) == reranker.score(QUERY, DOCS)

@@ -129,6 +129,7 @@ class Reranker:
         self.min_score = _check_min_score(min_score)
         self.batch_size = batch_size
         self.model_name = os.fspath(model)
+        self.local_files_only = local_files_only
 
         source = resolve_model_source(
             model,
@@ -183,6 +184,26 @@ class Reranker:
             config = RerankerConfig.model_validate({**config, **overrides})
         return cls(**config.model_dump())
 
+    def to_config(self) -> RerankerConfig:
+        """The settings of this Reranker as a :class:`RerankerConfig` (to log, serialise, or rebuild it).
+
+        Hub credentials and loader pass-throughs (``token``, ``cache_folder``, ``model_kwargs``...)
+        are not part of it.
+        """
+        return RerankerConfig(
+            model=self.model_name,
+            backend=self.backend,  # type: ignore[arg-type]
+            device=self.device,
+            top_n=self.top_n,
+            max_length=self.max_length,
+            batch_size=self.batch_size,
+            long_documents=self.long_documents,  # type: ignore[arg-type]
+            stride=self.stride,
+            normalize=self.normalize,
+            min_score=self.min_score,
+            local_files_only=self.local_files_only,
+        )
+
     @property
     def backend(self) -> str:
         """Name of the backend running the model (``"torch"``)."""
@@ -214,7 +235,9 @@ class Reranker:
                 the Reranker's ``normalize``.
 
         Returns:
-            One Python ``float`` per document.
+            One Python ``float`` per document. A pair's score can differ in the 6th-7th digit
+            depending on the other pairs it is batched with (float32 arithmetic over different
+            padded shapes); the same call on the same inputs always gives the same numbers.
 
         Raises:
             EmptyQueryError: ``query`` is empty or whitespace (a ``ValueError``).
