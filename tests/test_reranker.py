@@ -294,3 +294,42 @@ def test_to_config_round_trips(tiny_model_dir) -> None:
     rebuilt = Reranker.from_config(config)
     assert rebuilt.to_config() == config
     assert rebuilt.score(QUERY, DOCS) == reranker.score(QUERY, DOCS)
+
+
+def _brute_force_cost(lengths: list[int], batch_size: int) -> float:
+    from functools import cache
+
+    from crossrank.encoding import BATCH_OVERHEAD_TOKENS
+
+    @cache
+    def best(start: int) -> float:
+        if start == len(lengths):
+            return 0.0
+        return min(
+            (stop - start) * lengths[start] + BATCH_OVERHEAD_TOKENS + best(stop)
+            for stop in range(start + 1, min(len(lengths), start + batch_size) + 1)
+        )
+
+    return best(0)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 32])
+def test_plan_batches_is_contiguous_bounded_and_optimal(batch_size: int) -> None:
+    from crossrank.encoding import BATCH_OVERHEAD_TOKENS, plan_batches
+
+    rng = np.random.default_rng(batch_size)
+    for n in (0, 1, 7, 20, 45):
+        lengths = sorted(rng.integers(8, 300, size=n).tolist(), reverse=True)
+        plan = plan_batches(lengths, batch_size)
+        assert [start for start, _ in plan] == ([0] + [stop for _, stop in plan[:-1]] if n else [])
+        assert (plan[-1][1] if plan else 0) == n
+        assert all(0 < stop - start <= batch_size for start, stop in plan)
+        cost = sum((stop - start) * lengths[start] + BATCH_OVERHEAD_TOKENS for start, stop in plan)
+        assert cost == _brute_force_cost(lengths, batch_size)
+
+
+def test_mixed_lengths_are_split_into_tighter_batches(tiny_reranker: Reranker) -> None:
+    docs = ["fleas " * n for n in (100, 95, 90, 10, 8, 6, 5, 4, 3, 2)]
+    pairs = tiny_reranker._encoder.encode(QUERY, docs).first
+    widths = [batch.input_ids.shape[1] for batch in tiny_reranker._encoder.batches(pairs, 32)]
+    assert len(widths) >= 2 and min(widths) < 30  # the short pairs are not padded to ~110 tokens

@@ -30,7 +30,7 @@ from tokenizers import Encoding, Tokenizer
 
 from crossrank.errors import InvalidArgumentError
 
-__all__ = ["EncodedBatch", "EncodedPairs", "PairEncoder"]
+__all__ = ["BATCH_OVERHEAD_TOKENS", "EncodedBatch", "EncodedPairs", "PairEncoder", "plan_batches"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,37 @@ class EncodedBatch:
         if self.token_type_ids is not None:
             inputs["token_type_ids"] = self.token_type_ids
         return inputs
+
+
+#: Cost of one extra forward pass, in padded tokens: weighs fewer, wider batches against more,
+#: tighter ones. On a 2-core CPU with MiniLM-L6 on DL19's top 20, values from 32 to 128 gave the
+#: same latency (about 0.63x of one padded batch); 128 keeps the number of passes low.
+BATCH_OVERHEAD_TOKENS = 128
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int) -> list[tuple[int, int]]:
+    """Split pairs sorted by decreasing length into contiguous batches of least total cost.
+
+    A batch costs ``rows x width`` padded tokens (its first pair sets the width) plus
+    :data:`BATCH_OVERHEAD_TOKENS`; no batch has more than ``batch_size`` rows. Exact dynamic
+    programming, O(n x batch_size): trivial next to one forward pass.
+
+    Returns:
+        ``(start, stop)`` index ranges into ``lengths``, in order.
+    """
+    n = len(lengths)
+    best = [0.0] + [float("inf")] * n  # best[j]: least cost of the first j pairs
+    cut = [0] * (n + 1)
+    for stop in range(1, n + 1):
+        for start in range(max(0, stop - batch_size), stop):
+            cost = best[start] + (stop - start) * lengths[start] + BATCH_OVERHEAD_TOKENS
+            if cost < best[stop]:
+                best[stop], cut[stop] = cost, start
+    plan, stop = [], n
+    while stop > 0:
+        plan.append((cut[stop], stop))
+        stop = cut[stop]
+    return plan[::-1]
 
 
 @dataclass(slots=True)
@@ -152,11 +183,14 @@ class PairEncoder:
     def batches(self, encodings: Sequence[Encoding], batch_size: int) -> Iterator[EncodedBatch]:
         """Yield padded mini-batches of at most ``batch_size`` pairs, longest pairs first.
 
-        Sorting by length keeps pairs of similar length together, so each batch pads little.
+        Pairs are sorted by length, then cut into the contiguous batches that cost least in
+        total (see :func:`plan_batches`): with 20 chunks of 60 to 170 tokens, one batch of 20
+        would pad every pair to 170 tokens; a few batches of similar lengths pad far less.
         """
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]), reverse=True)
-        for start in range(0, len(order), batch_size):
-            positions = order[start : start + batch_size]
+        lengths = [len(encodings[i]) for i in order]
+        for start, stop in plan_batches(lengths, batch_size):
+            positions = order[start:stop]
             yield self._pad([encodings[i] for i in positions], np.asarray(positions, dtype=np.int64))
 
     def _pad(self, encodings: list[Encoding], positions: np.ndarray) -> EncodedBatch:
