@@ -97,3 +97,15 @@ def test_invalid_yaml_value_names_the_field(tmp_path: Path) -> None:
     path.write_text("batch_size: 0\n", encoding="utf-8")
     with pytest.raises(ValidationError, match="batch_size"):
         RerankerConfig.from_yaml(path)
+
+
+def test_from_config_validates_overrides_and_reads_env(tiny_model_dir, monkeypatch) -> None:
+    from crossrank import Reranker
+
+    with pytest.raises(ValidationError, match="top_n"):
+        Reranker.from_config(RerankerConfig(model=str(tiny_model_dir)), top_n=0)
+    monkeypatch.setenv("CROSSRANK_TOP_N", "2")
+    reranker = Reranker.from_config({"model": str(tiny_model_dir), "device": "cpu"})
+    assert reranker.top_n == 2
+    monkeypatch.setenv("CROSSRANK_MODEL", str(tiny_model_dir))
+    assert Reranker.from_config(device="cpu", batch_size=3).batch_size == 3

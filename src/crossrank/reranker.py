@@ -175,14 +175,10 @@ class Reranker:
             >>> cfg = RerankerConfig.from_yaml("app.yaml", section="reranker")  # doctest: +SKIP
             >>> reranker = Reranker.from_config(cfg)  # doctest: +SKIP
         """
-        if config is None:
-            config = RerankerConfig(**overrides)
-        elif isinstance(config, RerankerConfig):
-            config = config.model_copy(update=overrides) if overrides else config
-            config = RerankerConfig.model_validate(config.model_dump())  # re-validate the overrides
-        else:
-            config = RerankerConfig.model_validate({**config, **overrides})
-        return cls(**config.model_dump())
+        if isinstance(config, RerankerConfig):
+            config = config.model_dump()
+        # Building a new config validates the overrides too (and lets env fill what a dict leaves out).
+        return cls(**RerankerConfig(**{**(config or {}), **overrides}).model_dump())
 
     def to_config(self) -> RerankerConfig:
         """The settings of this Reranker as a :class:`RerankerConfig` (to log, serialise, or rebuild it).
