@@ -94,6 +94,24 @@ def test_own_beir_folder(tmp_path: Path) -> None:
     assert dataset.candidates["1"][0].docid == "d1" and len(dataset.candidates["1"]) == 2
 
 
+def test_own_beir_folder_with_the_bi_encoder(tmp_path: Path) -> None:
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    docs = ["Fleas live for about a year.", "The Eiffel Tower is in Paris.", "Tea contains caffeine."]
+    (folder / "corpus.jsonl").write_text(
+        "\n".join(json.dumps({"_id": f"d{i}", "title": "", "text": t}) for i, t in enumerate(docs)) + "\n"
+    )
+    (folder / "queries.jsonl").write_text(
+        json.dumps({"_id": "1", "text": "Where is the Eiffel Tower?"}) + "\n"
+    )
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n1\td1\t1\n")
+    dataset = load_dataset(folder, stage1="bi-encoder", depth=3)
+    assert dataset.stage1 == "bi-encoder"
+    ranked = dataset.candidates["1"]
+    assert ranked[0].docid == "d1" and len(ranked) == 3
+    assert ranked[0].score > ranked[1].score >= ranked[2].score
+
+
 def test_scifact_bm25_stage1_matches_the_fixture_card(shared_dir: Path) -> None:
     dataset = load_dataset("beir-scifact", data_dir=shared_dir / "data", depth=20)
     assert len(dataset.queries) == 300
