@@ -3,12 +3,7 @@
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not real_model"` for the fast suite only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-# shellcheck disable=SC1091
-. .venv/bin/activate
-python -m pip install -q --upgrade pip
-# The CPU build of torch first: left to the resolver, a bare `torch` pulls several GB of CUDA wheels.
-pip install -q torch==2.13.0
+. scripts/_venv.sh
 pip install -q -e ".[test]" \
     -e "integrations/langchain-crossrank[test]" \
     -e "integrations/llama-index-postprocessor-crossrank[test]"

@@ -51,6 +51,18 @@ def _setup(verbose: bool) -> None:
     transformers_logging.disable_progress_bar()
 
 
+def _progress_bar() -> Progress:
+    """A progress bar on stderr that disappears when done, so stdout stays clean for results."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
 def _fail(err: Exception) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {err}", highlight=False)
     return typer.Exit(code=1)
@@ -128,15 +140,8 @@ def demo(
         load_s = time.perf_counter() - started
         if note:
             console.print(f"[yellow]note[/]    {note}")
-        with Progress(
-            TextColumn("stage 1: embedding the corpus"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("embed", total=len(chunks))
+        with _progress_bar() as progress:
+            task = progress.add_task("stage 1: embedding the corpus", total=len(chunks))
             retriever = BiEncoderRetriever(
                 chunks,
                 model=retriever_model,
@@ -370,14 +375,7 @@ def eval_command(
             scorers["sentence-transformers"] = _reference_scorer(
                 model, reranker.device, max_length, batch_size
             )
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        ) as bar:
+        with _progress_bar() as bar:
 
             def progress(name: str):
                 task = bar.add_task(f"scoring with {name}", total=len(data.candidates))
