@@ -37,7 +37,10 @@ class RerankerConfig(BaseSettings):
     model: str = Field(
         DEFAULT_MODEL, description="Hugging Face hub id or local directory of a cross-encoder."
     )
-    backend: Literal["torch"] = Field("torch", description="Engine that runs the model.")
+    backend: Literal["torch", "onnx"] = Field("torch", description="Engine that runs the model.")
+    quantize: Literal["int8"] | None = Field(None, description="backend='onnx': int8 dynamic quantisation.")
+    onnx_file: str | None = Field(None, description="backend='onnx': a ready ONNX file in the model repo.")
+    threads: PositiveInt | None = Field(None, description="backend='onnx': intra-op threads.")
     device: str | None = Field(None, description="'cpu', 'cuda', 'cuda:1', ...; None picks CUDA if present.")
     top_n: PositiveInt | None = Field(3, description="How many documents rank() returns; None returns all.")
     max_length: PositiveInt | None = Field(

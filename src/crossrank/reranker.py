@@ -48,7 +48,15 @@ class Reranker:
         model (str | os.PathLike): Hugging Face hub id or local directory of a cross-encoder with one
             output logit (the MS MARCO family: TinyBERT-L2, MiniLM-L2/L4/L6/L12, electra-base).
             Defaults to ``"cross-encoder/ms-marco-MiniLM-L6-v2"``.
-        backend (str): Engine that runs the model. Defaults to ``"torch"`` (sentence-transformers).
+        backend (str): Engine that runs the model: ``"torch"`` (sentence-transformers'
+            ``CrossEncoder``) or ``"onnx"`` (ONNX Runtime; ``pip install 'crossrank[onnx]'``; the
+            model is exported, optimised and cached on first use). Defaults to ``"torch"``.
+        quantize (str, optional): With ``backend="onnx"``, ``"int8"`` runs dynamically quantised
+            int8 weights (faster on CPU; check quality with ``crossrank eval``). Defaults to None.
+        onnx_file (str, optional): With ``backend="onnx"``, a ready ONNX file inside the model
+            folder or repo to load as is, e.g. ``"onnx/model_qint8_avx512_vnni.onnx"``.
+        threads (int, optional): With ``backend="onnx"``, intra-op threads. Defaults to None:
+            ONNX Runtime's choice (the physical cores).
         device (str, optional): ``"cpu"``, ``"cuda"``, ``"cuda:1"``... Defaults to None: CUDA if
             available, else CPU.
         max_length (int, optional): Most tokens per (query, document) pair, special tokens included.
@@ -98,6 +106,9 @@ class Reranker:
         *,
         backend: str = "torch",
         device: str | None = None,
+        quantize: Literal["int8"] | None = None,
+        onnx_file: str | None = None,
+        threads: int | None = None,
         max_length: int | None = None,
         batch_size: int = 32,
         long_documents: Literal["truncate", "windows"] = "truncate",
@@ -117,6 +128,12 @@ class Reranker:
             _check_positive_int("max_length", max_length)
         if stride is not None:
             _check_positive_int("stride", stride)
+        onnx_options = {"quantize": quantize, "onnx_file": onnx_file, "threads": threads}
+        if backend != "onnx" and any(value is not None for value in onnx_options.values()):
+            given = ", ".join(name for name, value in onnx_options.items() if value is not None)
+            raise InvalidArgumentError(f"{given} apply to backend='onnx' only (backend={backend!r})")
+        if threads is not None:
+            _check_positive_int("threads", threads)
         if long_documents not in ("truncate", "windows"):
             raise InvalidArgumentError(
                 f"long_documents must be 'truncate' or 'windows', got {long_documents!r}"
@@ -147,7 +164,9 @@ class Reranker:
             token=token,
             trust_remote_code=trust_remote_code,
             model_kwargs=model_kwargs,
+            **({k: v for k, v in onnx_options.items() if v is not None} if backend == "onnx" else {}),
         )
+        self.quantize, self.onnx_file, self.threads = quantize, onnx_file, threads
         limit = self._backend.max_positions
         if max_length is not None and max_length > limit:
             raise InvalidArgumentError(
@@ -189,6 +208,9 @@ class Reranker:
         return RerankerConfig(
             model=self.model_name,
             backend=self.backend,  # type: ignore[arg-type]
+            quantize=self.quantize,  # type: ignore[arg-type]
+            onnx_file=self.onnx_file,
+            threads=self.threads,
             device=self.device,
             top_n=self.top_n,
             max_length=self.max_length,

@@ -20,9 +20,9 @@ from crossrank.model_source import ModelSource
 
 __all__ = ["BACKENDS", "Backend", "BackendName", "load_backend"]
 
-BackendName = Literal["torch"]
+BackendName = Literal["torch", "onnx"]
 #: Names accepted by ``Reranker(backend=...)``.
-BACKENDS: tuple[str, ...] = ("torch",)
+BACKENDS: tuple[str, ...] = ("torch", "onnx")
 
 
 @runtime_checkable
@@ -60,7 +60,8 @@ def load_backend(name: str, source: ModelSource, *, device: str | None, **option
         name: One of :data:`BACKENDS`.
         source: Where the model's files are (see :func:`crossrank.model_source.resolve_model_source`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``None`` to pick the best available.
-        **options: Backend-specific options (e.g. ``cache_folder``, ``model_kwargs``).
+        **options: Loader options (``cache_folder``, ``revision``, ``token``...) and the
+            backend's own (``quantize``, ``onnx_file``, ``threads`` for ONNX).
 
     Raises:
         InvalidArgumentError: ``name`` is not a known backend.
@@ -70,4 +71,8 @@ def load_backend(name: str, source: ModelSource, *, device: str | None, **option
         from crossrank.backends.torch_backend import TorchBackend
 
         return TorchBackend.load(source, device=device, **options)
+    if name == "onnx":
+        from crossrank.backends.onnx_backend import OnnxBackend
+
+        return OnnxBackend.load(source, device=device, **options)
     raise InvalidArgumentError(f"Unsupported backend {name!r}; choose one of {', '.join(BACKENDS)}.")

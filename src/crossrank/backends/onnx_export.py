@@ -1,0 +1,104 @@
+"""Turn a Hugging Face cross-encoder into ONNX files for :mod:`crossrank.backends.onnx_backend`.
+
+Runs once per model (the results are cached on disk), and is the only part of the ONNX path that
+imports torch and transformers:
+
+1. export with torch's TorchScript-based exporter, eager attention (its graph is the pattern
+   ONNX Runtime's transformer optimizer knows how to fuse), dynamic batch and sequence axes;
+2. optimise with ``onnxruntime.transformers.optimizer`` (fused Attention, EmbedLayerNormalization,
+   SkipLayerNormalization, BiasGelu);
+3. optionally quantise the weights of the MatMuls to int8 (``quantize_dynamic``).
+
+``optimum-onnx`` would do the same but pins ``transformers<5``, which sentence-transformers 6 can't
+use; torch's exporter plus ORT's own tools need neither.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+__all__ = ["export_onnx", "optimize_onnx", "quantize_onnx_int8"]
+
+logger = logging.getLogger(__name__)
+
+#: ONNX opset of the exported graph (supported by every onnxruntime >= 1.14).
+OPSET = 17
+
+
+def _atomic_target(path: Path) -> Path:
+    """A temporary file next to ``path``; the caller moves it into place when complete, so a
+    crash or a concurrent export never leaves a half-written file under the final name."""
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(handle)
+    os.chmod(name, 0o644)  # mkstemp makes it private; the cache is meant to be shared like HF's
+    return Path(name)
+
+
+def export_onnx(model_dir: Path, target: Path) -> None:
+    """Export the sequence-classification model in ``model_dir`` to ``target`` (fp32 logits).
+
+    The graph takes the inputs the model's tokenizer produces (``token_type_ids`` only where the
+    model uses them).
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    takes_types = "token_type_ids" in AutoTokenizer.from_pretrained(model_dir).model_input_names
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if takes_types else [])
+    example = tuple(torch.ones(2, 16, dtype=torch.long) for _ in names)
+    axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
+    partial = _atomic_target(target)
+    with warnings.catch_warnings(), torch.inference_mode():
+        # Tracing warns about shape-dependent Python branches of the causal-mask helpers, which an
+        # encoder never takes; the result is checked against torch in the tests.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            example,
+            str(partial),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    os.replace(partial, target)
+
+
+def optimize_onnx(source: Path, target: Path, config: dict[str, Any]) -> None:
+    """Apply ONNX Runtime's transformer fusions to ``source``, writing ``target``."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(
+        str(source),
+        model_type="bert",  # the BERT fusions also fit RoBERTa, ELECTRA, DistilBERT-style encoders
+        num_heads=int(config.get("num_attention_heads", 0)),
+        hidden_size=int(config.get("hidden_size", 0)),
+    )
+    logger.info("ONNX fusions: %s", optimized.get_fused_operator_statistics())
+    partial = _atomic_target(target)
+    optimized.save_model_to_file(str(partial))
+    os.replace(partial, target)
+
+
+def quantize_onnx_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantisation of the weights (activations are quantised on the fly)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    partial = _atomic_target(target)
+    quantize_dynamic(
+        str(source),
+        str(partial),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        # The fused ops come from ORT's own domain, which ONNX shape inference can't type.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    os.replace(partial, target)

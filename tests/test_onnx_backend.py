@@ -1,0 +1,133 @@
+"""backend="onnx": export once, cache, score like torch, load without torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crossrank import InvalidArgumentError, ModelLoadError, Reranker, UnsupportedModelError
+
+pytest.importorskip(
+    "onnxruntime", reason="backend='onnx' needs the onnx extra"
+)  # installed by scripts/test.sh
+
+QUERY = "how long does a flea live"
+DOCS = ["fleas live a year with a host", "the eiffel tower is in paris", "", "coffee has caffeine " * 40]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory):
+    cache = tmp_path_factory.mktemp("crossrank-cache")
+    previous = os.environ.get("CROSSRANK_CACHE")
+    os.environ["CROSSRANK_CACHE"] = str(cache)
+    yield cache
+    if previous is None:
+        del os.environ["CROSSRANK_CACHE"]
+    else:
+        os.environ["CROSSRANK_CACHE"] = previous
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_model_dir: Path) -> Reranker:
+    return Reranker(tiny_model_dir, backend="onnx")
+
+
+def test_fp32_scores_equal_torch(tiny_onnx: Reranker, tiny_reranker: Reranker) -> None:
+    assert tiny_onnx.backend == "onnx" and tiny_onnx.device == "cpu"
+    assert tiny_onnx.max_length == tiny_reranker.max_length == 128
+    ours, torch_scores = tiny_onnx.score(QUERY, DOCS), tiny_reranker.score(QUERY, DOCS)
+    assert all(type(s) is float for s in ours)
+    assert np.max(np.abs(np.subtract(ours, torch_scores))) <= 1e-4
+
+
+def test_export_is_cached(tiny_model_dir: Path, tiny_onnx: Reranker, monkeypatch: pytest.MonkeyPatch) -> None:
+    import crossrank.backends.onnx_export as export
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(export, "export_onnx", refuse)
+    again = Reranker(tiny_model_dir, backend="onnx")
+    assert again._backend.path == tiny_onnx._backend.path
+    assert again.score(QUERY, DOCS) == tiny_onnx.score(QUERY, DOCS)
+
+
+def test_cached_model_loads_and_scores_without_torch(tiny_model_dir: Path, tiny_onnx: Reranker) -> None:
+    code = (
+        "import sys, json\n"
+        "from crossrank import Reranker\n"
+        f"r = Reranker({str(tiny_model_dir)!r}, backend='onnx')\n"
+        f"scores = r.score({QUERY!r}, {DOCS!r})\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'transformers': 'transformers' in sys.modules,"
+        " 'scores': scores}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, check=True
+    )
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["torch"] is False and payload["transformers"] is False
+    assert np.allclose(payload["scores"], tiny_onnx.score(QUERY, DOCS), atol=1e-6)
+
+
+def test_int8_runs_and_is_cached_separately(tiny_model_dir: Path, tiny_onnx: Reranker) -> None:
+    int8 = Reranker(tiny_model_dir, backend="onnx", quantize="int8", threads=1)
+    assert int8._backend.path != tiny_onnx._backend.path and int8._backend.path.name.endswith("qint8.onnx")
+    assert int8._backend.path.stat().st_size < tiny_onnx._backend.path.stat().st_size
+    scores = int8.score(QUERY, DOCS)
+    assert len(scores) == len(DOCS) and all(np.isfinite(scores))
+    assert int8.to_config().quantize == "int8"
+
+
+def test_ready_onnx_file_in_the_model_folder(
+    tiny_model_dir: Path, tiny_onnx: Reranker, tmp_path: Path
+) -> None:
+    folder = tmp_path / "model-with-onnx"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "onnx").mkdir()
+    shutil.copy(tiny_onnx._backend.path, folder / "onnx" / "model.onnx")
+    shipped = Reranker(folder, backend="onnx", onnx_file="onnx/model.onnx")
+    assert shipped._backend.path == folder / "onnx" / "model.onnx"
+    assert shipped.score(QUERY, DOCS) == tiny_onnx.score(QUERY, DOCS)
+    with pytest.raises(ModelLoadError, match="no ONNX file"):
+        Reranker(folder, backend="onnx", onnx_file="onnx/missing.onnx")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"quantize": "int8"}, InvalidArgumentError, "apply to backend='onnx' only"),
+        ({"backend": "onnx", "quantize": "int4"}, InvalidArgumentError, "quantize must be"),
+        ({"backend": "onnx", "threads": 0}, InvalidArgumentError, "threads must be a positive int"),
+    ],
+)
+def test_bad_onnx_options(tiny_model_dir: Path, kwargs: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        Reranker(tiny_model_dir, **kwargs)
+
+
+def test_multi_label_model_is_refused(tiny_two_label_model_dir: Path) -> None:
+    with pytest.raises(UnsupportedModelError, match="2 output labels"):
+        Reranker(tiny_two_label_model_dir, backend="onnx")
+
+
+@pytest.mark.real_model
+def test_fixture_onnx_parity_and_int8_ranking(
+    fixture_model_dir: Path, fixture_reranker: Reranker, dl19_top20
+) -> None:
+    fp32 = Reranker(fixture_model_dir, backend="onnx")
+    int8 = Reranker(fixture_model_dir, backend="onnx", quantize="int8")
+    worst, correlations = 0.0, []
+    for row in dl19_top20[:8]:
+        texts = [hit["text"] for hit in row["hits"]]
+        reference = np.array(fixture_reranker.score(row["query"], texts))
+        worst = max(worst, float(np.max(np.abs(np.array(fp32.score(row["query"], texts)) - reference))))
+        correlations.append(np.corrcoef(reference, int8.score(row["query"], texts))[0, 1])
+    assert worst <= 1e-4
+    assert np.mean(correlations) > 0.95  # int8 keeps the ranking; quality is measured by crossrank eval
