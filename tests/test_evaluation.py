@@ -145,3 +145,29 @@ def test_cli_eval_json(own_trec_folder: Path, tiny_model_dir: Path) -> None:
     assert set(payload["metrics"]["3"]) == {"stage 1", "crossrank"}
     assert payload["settings"]["max_length"] == 128 and payload["timings"]["crossrank"]["pairs"] == 6
     assert "rerank stage-1 top 3" in result.output
+
+
+def test_cli_eval_onnx_int8(own_trec_folder: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path / "cache"))
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "-d",
+            str(own_trec_folder),
+            "-m",
+            str(tiny_model_dir),
+            "--backend",
+            "onnx",
+            "--quantize",
+            "int8",
+            "--depth",
+            "3",
+            "--json",
+            "-",
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output[result.output.index('{\n  "dataset"') :])
+    assert payload["settings"]["backend"] == "onnx" and payload["settings"]["quantize"] == "int8"

@@ -321,7 +321,8 @@ def eval_command(
         str,
         typer.Option("--model", "-m", envvar="CROSSRANK_MODEL", help="Cross-encoder hub id or directory."),
     ] = DEFAULT_MODEL,
-    backend: Annotated[str, typer.Option(help="crossrank backend.")] = "torch",
+    backend: Annotated[str, typer.Option(help="crossrank backend: torch or onnx.")] = "torch",
+    quantize: Annotated[str | None, typer.Option(help="With --backend onnx: int8.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ...")] = None,
     max_length: Annotated[int | None, typer.Option(min=8, help="Tokens per (query, document) pair.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
@@ -364,6 +365,7 @@ def eval_command(
         reranker = Reranker(
             model,
             backend=backend,
+            quantize=quantize,  # type: ignore[arg-type]
             device=device,
             max_length=max_length,
             batch_size=batch_size,
@@ -388,6 +390,7 @@ def eval_command(
     report.settings = {
         "model": model,
         "backend": reranker.backend,
+        "quantize": quantize,
         "device": reranker.device,
         "max_length": reranker.max_length,
         "long_documents": long_documents,
