@@ -19,10 +19,11 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults() -> None:
     cfg = RerankerConfig()
     assert cfg.model == DEFAULT_MODEL == "cross-encoder/ms-marco-MiniLM-L6-v2"
-    assert (cfg.backend, cfg.top_n, cfg.batch_size, cfg.normalize, cfg.min_score) == (
+    assert (cfg.backend, cfg.precision, cfg.top_n, cfg.batch_size, cfg.normalize, cfg.min_score) == (
         "torch",
+        "auto",
         3,
-        32,
+        None,  # the device decides: 32 on CPU, 128 on CUDA
         False,
         None,
     )

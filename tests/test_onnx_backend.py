@@ -131,3 +131,38 @@ def test_fixture_onnx_parity_and_int8_ranking(
         correlations.append(np.corrcoef(reference, int8.score(row["query"], texts))[0, 1])
     assert worst <= 1e-4
     assert np.mean(correlations) > 0.95  # int8 keeps the ranking; quality is measured by crossrank eval
+
+
+def test_export_keeps_layer_norm_unfused_and_int8_weights_7_bit(
+    tiny_onnx: Reranker, tiny_model_dir: Path
+) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(tiny_onnx._backend.path)).graph
+    ops = {node.op_type for node in graph.node}
+    assert "LayerNormalization" in ops and "SkipLayerNormalization" not in ops  # slower fused kernel
+    assert "Attention" in ops  # the other transformer fusions still apply
+
+    int8 = Reranker(tiny_model_dir, backend="onnx", quantize="int8")
+    weights = [
+        numpy_helper.to_array(tensor)
+        for tensor in onnx.load(str(int8._backend.path)).graph.initializer
+        if tensor.data_type == onnx.TensorProto.INT8 and tensor.name.endswith("_quantized")
+    ]
+    assert weights, "no int8 weights found"
+    # reduce_range: 7-bit weights, so the u8 x s8 kernel's 16-bit pair sums can't overflow
+    assert all(np.abs(w.astype(np.int16)).max() <= 64 for w in weights)
+
+
+def test_rewritten_weights_get_a_new_cache_entry(
+    tiny_model_dir: Path, tiny_onnx: Reranker, tmp_path: Path
+) -> None:
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, folder)
+    first = Reranker(folder, backend="onnx")._backend.path
+    assert Reranker(folder, backend="onnx")._backend.path == first  # same files: same cache entry
+    weights = folder / "model.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # as if saved again
+    assert Reranker(folder, backend="onnx")._backend.path != first

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sentence_transformers import CrossEncoder
 
-from crossrank import RankedDocument, Ranking, Reranker
+from crossrank import InvalidArgumentError, RankedDocument, Ranking, Reranker
 
 QUERY = "how long does a flea live"
 DOCS = [
@@ -333,3 +333,40 @@ def test_mixed_lengths_are_split_into_tighter_batches(tiny_reranker: Reranker) -
     pairs = tiny_reranker._encoder.encode(QUERY, docs).first
     widths = [batch.input_ids.shape[1] for batch in tiny_reranker._encoder.batches(pairs, 32)]
     assert len(widths) >= 2 and min(widths) < 30  # the short pairs are not padded to ~110 tokens
+
+
+def test_plan_batches_without_overhead_never_pads() -> None:
+    from crossrank.encoding import plan_batches
+
+    lengths = [90, 90, 80, 64, 64, 64, 12]
+    plan = plan_batches(lengths, 32, overhead_tokens=0)
+    assert all(len({lengths[i] for i in range(start, stop)}) == 1 for start, stop in plan)
+    assert len(plan_batches(lengths, 32, overhead_tokens=10**6)) == 1  # passes dearer than padding
+
+
+def test_default_batch_size_and_precision_on_cpu(tiny_model_dir) -> None:
+    reranker = Reranker(tiny_model_dir, device="cpu")
+    assert reranker.batch_size == 32 and reranker.precision == "auto"
+    assert reranker._backend.precision == "fp32"  # "auto" is fp32 on a CPU
+
+
+def test_bf16_autocast_on_cpu_keeps_scores_close(tiny_model_dir, tiny_reranker: Reranker) -> None:
+    bf16 = Reranker(tiny_model_dir, device="cpu", precision="bf16")
+    assert bf16._backend.precision == "bf16" and bf16.to_config().precision == "bf16"
+    ours, reference = bf16.score(QUERY, DOCS), tiny_reranker.score(QUERY, DOCS)
+    assert all(type(s) is float for s in ours)
+    assert ours != reference  # autocast really ran in bf16
+    assert np.max(np.abs(np.subtract(ours, reference))) < 0.05
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"device": "cpu", "precision": "fp16"}, "needs a CUDA device"),
+        ({"precision": "fp8"}, "precision must be one of"),
+        ({"backend": "onnx", "precision": "fp16"}, "applies to backend='torch'"),
+    ],
+)
+def test_bad_precision_is_refused(tiny_model_dir, kwargs: dict, message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        Reranker(tiny_model_dir, **kwargs)

@@ -225,7 +225,9 @@ def rank(
     normalize: Annotated[bool, typer.Option(help="0-1 scores (sigmoid) instead of logits.")] = False,
     min_score: Annotated[float | None, typer.Option(help="Drop documents scoring below this.")] = None,
     max_length: Annotated[int | None, typer.Option(min=2, help="Tokens per (query, document) pair.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Most pairs per forward pass [default: 32 CPU, 128 CUDA].")
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -324,8 +326,13 @@ def eval_command(
     backend: Annotated[str, typer.Option(help="crossrank backend: torch or onnx.")] = "torch",
     quantize: Annotated[str | None, typer.Option(help="With --backend onnx: int8.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ...")] = None,
+    precision: Annotated[
+        str, typer.Option(help="torch: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16.")
+    ] = "auto",
     max_length: Annotated[int | None, typer.Option(min=8, help="Tokens per (query, document) pair.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Most pairs per forward pass [default: 32 CPU, 128 CUDA].")
+    ] = None,
     long_documents: Annotated[str, typer.Option(help="truncate or windows.")] = "truncate",
     stride: Annotated[int | None, typer.Option(min=1, help="Window overlap in tokens.")] = None,
     depth: Annotated[list[int] | None, typer.Option(help="Stage-1 depth(s) to rerank; repeatable.")] = None,
@@ -367,6 +374,7 @@ def eval_command(
             backend=backend,
             quantize=quantize,  # type: ignore[arg-type]
             device=device,
+            precision=precision,  # type: ignore[arg-type]
             max_length=max_length,
             batch_size=batch_size,
             long_documents=long_documents,
@@ -375,7 +383,7 @@ def eval_command(
         scorers = {"crossrank": reranker.score}
         if compare_st:
             scorers["sentence-transformers"] = _reference_scorer(
-                model, reranker.device, max_length, batch_size
+                model, reranker.device, max_length, reranker.batch_size
             )
         with _progress_bar() as bar:
 
@@ -392,10 +400,11 @@ def eval_command(
         "backend": reranker.backend,
         "quantize": quantize,
         "device": reranker.device,
+        "precision": precision,
         "max_length": reranker.max_length,
         "long_documents": long_documents,
         "stride": stride,
-        "batch_size": batch_size,
+        "batch_size": reranker.batch_size,
     }
     _print_report(report)
     if json_output is not None:

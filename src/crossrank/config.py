@@ -42,11 +42,16 @@ class RerankerConfig(BaseSettings):
     onnx_file: str | None = Field(None, description="backend='onnx': a ready ONNX file in the model repo.")
     threads: PositiveInt | None = Field(None, description="backend='onnx': intra-op threads.")
     device: str | None = Field(None, description="'cpu', 'cuda', 'cuda:1', ...; None picks CUDA if present.")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="backend='torch': compute precision; 'auto' is fp16 on CUDA, fp32 on CPU."
+    )
     top_n: PositiveInt | None = Field(3, description="How many documents rank() returns; None returns all.")
     max_length: PositiveInt | None = Field(
         None, description="Most tokens per (query, document) pair; None uses the model's limit."
     )
-    batch_size: PositiveInt = Field(32, description="Pairs per forward pass.")
+    batch_size: PositiveInt | None = Field(
+        None, description="Most pairs per forward pass; None is 32 on CPU, 128 on CUDA."
+    )
     long_documents: Literal["truncate", "windows"] = Field(
         "truncate", description="Cut long documents at the end, or score them in overlapping windows (MaxP)."
     )

@@ -60,17 +60,20 @@ class EncodedBatch:
         return inputs
 
 
-#: Cost of one extra forward pass, in padded tokens: weighs fewer, wider batches against more,
-#: tighter ones. On a 2-core CPU with MiniLM-L6 on DL19's top 20, values from 32 to 128 gave the
-#: same latency (about 0.63x of one padded batch); 128 keeps the number of passes low.
+#: Default cost of one extra forward pass, in padded tokens: weighs fewer, wider batches against
+#: more, tighter ones. Each backend states its own (``Backend.batch_overhead_tokens``): on a 2-core
+#: CPU with MiniLM-L6 on DL19's top 20, torch gave the same latency from 32 to 128; ONNX Runtime
+#: costs almost nothing per run (~1-2 ms, 10-20 tokens' worth) and is fastest near 32.
 BATCH_OVERHEAD_TOKENS = 128
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int) -> list[tuple[int, int]]:
+def plan_batches(
+    lengths: Sequence[int], batch_size: int, overhead_tokens: int = BATCH_OVERHEAD_TOKENS
+) -> list[tuple[int, int]]:
     """Split pairs sorted by decreasing length into contiguous batches of least total cost.
 
     A batch costs ``rows x width`` padded tokens (its first pair sets the width) plus
-    :data:`BATCH_OVERHEAD_TOKENS`; no batch has more than ``batch_size`` rows. Exact dynamic
+    ``overhead_tokens``; no batch has more than ``batch_size`` rows. Exact dynamic
     programming, O(n x batch_size): trivial next to one forward pass.
 
     Returns:
@@ -81,7 +84,7 @@ def plan_batches(lengths: Sequence[int], batch_size: int) -> list[tuple[int, int
     cut = [0] * (n + 1)
     for stop in range(1, n + 1):
         for start in range(max(0, stop - batch_size), stop):
-            cost = best[start] + (stop - start) * lengths[start] + BATCH_OVERHEAD_TOKENS
+            cost = best[start] + (stop - start) * lengths[start] + overhead_tokens
             if cost < best[stop]:
                 best[stop], cut[stop] = cost, start
     plan, stop = [], n
@@ -180,16 +183,22 @@ class PairEncoder:
             pairs.first.append(self._tokenizer.post_process(query_enc, doc_enc, add_special_tokens=True))
         return pairs
 
-    def batches(self, encodings: Sequence[Encoding], batch_size: int) -> Iterator[EncodedBatch]:
+    def batches(
+        self,
+        encodings: Sequence[Encoding],
+        batch_size: int,
+        overhead_tokens: int = BATCH_OVERHEAD_TOKENS,
+    ) -> Iterator[EncodedBatch]:
         """Yield padded mini-batches of at most ``batch_size`` pairs, longest pairs first.
 
         Pairs are sorted by length, then cut into the contiguous batches that cost least in
-        total (see :func:`plan_batches`): with 20 chunks of 60 to 170 tokens, one batch of 20
-        would pad every pair to 170 tokens; a few batches of similar lengths pad far less.
+        total (see :func:`plan_batches`, which gets ``overhead_tokens``): with 20 chunks of 60 to
+        170 tokens, one batch of 20 would pad every pair to 170 tokens; a few batches of similar
+        lengths pad far less.
         """
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]), reverse=True)
         lengths = [len(encodings[i]) for i in order]
-        for start, stop in plan_batches(lengths, batch_size):
+        for start, stop in plan_batches(lengths, batch_size, overhead_tokens):
             positions = order[start:stop]
             yield self._pad([encodings[i] for i in positions], np.asarray(positions, dtype=np.int64))
 

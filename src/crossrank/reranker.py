@@ -24,6 +24,9 @@ __all__ = ["USE_DEFAULT", "Reranker"]
 
 logger = logging.getLogger(__name__)
 
+#: Default ceiling on pairs per forward pass: CPUs gain nothing from wider batches, GPUs do.
+CPU_BATCH_SIZE, GPU_BATCH_SIZE = 32, 128
+
 
 class _UseDefault(enum.Enum):
     TOKEN = "USE_DEFAULT"
@@ -59,12 +62,16 @@ class Reranker:
             ONNX Runtime's choice (the physical cores).
         device (str, optional): ``"cpu"``, ``"cuda"``, ``"cuda:1"``... Defaults to None: CUDA if
             available, else CPU.
+        precision (str): With ``backend="torch"``, the compute precision: ``"fp32"``, ``"fp16"``
+            (autocast, CUDA only), ``"bf16"`` (autocast) or ``"auto"``: fp16 on CUDA, fp32 on CPU.
+            The ONNX backend runs fp32 (or int8 with ``quantize``). Defaults to ``"auto"``.
         max_length (int, optional): Most tokens per (query, document) pair, special tokens included.
             Longer pairs are cut **on the document side only**: the query is kept whole (a query
             over half of ``max_length`` is itself cut to half, with a warning). Defaults to None:
             the model's own limit (512 for the MS MARCO models).
-        batch_size (int): Pairs per forward pass. Pairs are sorted by length first, so each batch
-            pads little. Defaults to 32.
+        batch_size (int, optional): Most pairs per forward pass. Pairs are sorted by length and
+            cut into the batches that pad least, so this is a ceiling, not a target. Defaults to
+            None: 32 on CPU, 128 on CUDA.
         long_documents (str): What to do with a document that doesn't fit ``max_length`` next to
             the query. ``"truncate"`` scores its beginning only (what other rerankers do; crossrank
             logs a warning the first time). ``"windows"`` splits it into overlapping windows, scores
@@ -106,11 +113,12 @@ class Reranker:
         *,
         backend: str = "torch",
         device: str | None = None,
+        precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto",
         quantize: Literal["int8"] | None = None,
         onnx_file: str | None = None,
         threads: int | None = None,
         max_length: int | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         long_documents: Literal["truncate", "windows"] = "truncate",
         stride: int | None = None,
         local_files_only: bool = False,
@@ -123,7 +131,8 @@ class Reranker:
         trust_remote_code: bool = False,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        _check_positive_int("batch_size", batch_size)
+        if batch_size is not None:
+            _check_positive_int("batch_size", batch_size)
         if max_length is not None:
             _check_positive_int("max_length", max_length)
         if stride is not None:
@@ -134,6 +143,11 @@ class Reranker:
             raise InvalidArgumentError(f"{given} apply to backend='onnx' only (backend={backend!r})")
         if threads is not None:
             _check_positive_int("threads", threads)
+        if backend == "onnx" and precision not in ("auto", "fp32"):
+            raise InvalidArgumentError(
+                f"precision={precision!r} applies to backend='torch'; backend='onnx' runs fp32, or int8 "
+                "with quantize='int8'"
+            )
         if long_documents not in ("truncate", "windows"):
             raise InvalidArgumentError(
                 f"long_documents must be 'truncate' or 'windows', got {long_documents!r}"
@@ -144,7 +158,6 @@ class Reranker:
         self.top_n = _check_top_n(top_n)
         self.normalize = bool(normalize)
         self.min_score = _check_min_score(min_score)
-        self.batch_size = batch_size
         self.model_name = os.fspath(model)
         self.local_files_only = local_files_only
 
@@ -164,8 +177,15 @@ class Reranker:
             token=token,
             trust_remote_code=trust_remote_code,
             model_kwargs=model_kwargs,
-            **({k: v for k, v in onnx_options.items() if v is not None} if backend == "onnx" else {}),
+            **(
+                {k: v for k, v in onnx_options.items() if v is not None}
+                if backend == "onnx"
+                else {"precision": precision}
+            ),
         )
+        self.precision = precision
+        on_gpu = self._backend.device.startswith("cuda")
+        self.batch_size = batch_size or (GPU_BATCH_SIZE if on_gpu else CPU_BATCH_SIZE)
         self.quantize, self.onnx_file, self.threads = quantize, onnx_file, threads
         limit = self._backend.max_positions
         if max_length is not None and max_length > limit:
@@ -212,6 +232,7 @@ class Reranker:
             onnx_file=self.onnx_file,
             threads=self.threads,
             device=self.device,
+            precision=self.precision,  # type: ignore[arg-type]
             top_n=self.top_n,
             max_length=self.max_length,
             batch_size=self.batch_size,
@@ -382,7 +403,8 @@ class Reranker:
 
     def _forward(self, encodings: Sequence[Encoding]) -> np.ndarray:
         logits = np.empty(len(encodings), dtype=np.float32)
-        for batch in self._encoder.batches(encodings, self.batch_size):
+        overhead = self._backend.batch_overhead_tokens
+        for batch in self._encoder.batches(encodings, self.batch_size, overhead):
             logits[batch.positions] = self._backend.logits(batch)
         return logits
 

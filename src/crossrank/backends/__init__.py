@@ -36,6 +36,8 @@ class Backend(Protocol):
         max_positions: Longest input, in tokens, the model accepts.
         pad_token_id: Token id used for padding.
         uses_token_type_ids: Whether the model takes segment ids.
+        batch_overhead_tokens: What one more forward pass costs, in padded tokens; the batch
+            planner (:func:`crossrank.encoding.plan_batches`) trades padding against passes with it.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Backend(Protocol):
     max_positions: int
     pad_token_id: int
     uses_token_type_ids: bool
+    batch_overhead_tokens: int
 
     def logits(self, batch: EncodedBatch) -> np.ndarray:
         """Return the raw logits of ``batch``: a float32 array of shape ``(rows,)``.
