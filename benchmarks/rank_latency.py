@@ -1,66 +1,138 @@
-"""Latency and quality of reranking 20 DL19 passages per query, every system side by side.
+"""Every CPU reranker side by side: latency, throughput, start-up, memory and nDCG@10, in one run.
 
-For each of the 43 TREC DL 2019 queries, the BM25 top-``depth`` passages are scored by each
-system in turn (the order rotates per query, so no system always runs on a warmer cache), for
-``--rounds`` passes. Reported per system: median and p95 latency per query, docs/s, nDCG@10 of
-its ranking, the largest score difference to the reference, and the speed-up against the
-reference, sentence-transformers' ``CrossEncoder.predict`` (torch fp32).
+Inputs: the 43 TREC DL 2019 queries with their BM25 top 20 (latency) and top 100 (throughput),
+scored by the trained MiniLM-L6 fixture in every system:
 
-    python benchmarks/rank_latency.py                       # ST, crossrank torch / onnx / onnx int8
-    python benchmarks/rank_latency.py --systems st,torch    # a subset
+* ``st``        sentence-transformers ``CrossEncoder``, torch fp32: the reference
+* ``st-onnx``   sentence-transformers ``CrossEncoder(backend="onnx")`` (needs the separate venv of
+  ``benchmarks/setup_st_onnx.sh``: optimum-onnx pins transformers < 5; ``--st-onnx-python``)
+* ``flashrank`` FlashRank, given the fixture's int8 ONNX file (the one crossrank int8 runs)
+  in its local model layout (``pip install flashrank``)
+* ``torch``, ``onnx``, ``int8``  crossrank's backends, timed through ``Reranker.rank``
+
+Each system lives in its own process (``system_worker.py``), started after its one-off export:
+
+1. cold start: a new process -> first ranking of 20 passages returned, ``--cold-starts`` times
+   (median); the page cache is warm, as on a worker that restarts;
+2. latency: every query's top 20, each system in turn (the order rotates per query), for
+   ``--rounds`` passes; median and p95 per query, timed inside the worker;
+3. throughput: every query's top 100, the same way, once; docs/s = passages / scoring time;
+4. peak RSS of each process after the top-20 passes, and again after the top-100 one.
+
+    python benchmarks/rank_latency.py                               # every system available
+    python benchmarks/rank_latency.py --systems st,int8 --rounds 1  # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import ir_measures
 import numpy as np
 from rich.console import Console
-from rich.progress import track
+from rich.progress import Progress
 from rich.table import Table
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-REFERENCE = "sentence-transformers CrossEncoder (torch fp32)"
-Scorer = Callable[[str, list[str]], np.ndarray]
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared"
+WORKER = HERE / "system_worker.py"
+ST_ONNX_PYTHON = HERE / ".venv-st-onnx" / "bin" / "python"
+LABELS = {
+    "st": "ST torch fp32 (ref)",
+    "st-onnx": "ST onnx fp32",
+    "flashrank": "FlashRank int8",
+    "torch": "crossrank torch fp32",
+    "onnx": "crossrank onnx fp32",
+    "int8": "crossrank onnx int8",
+}
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 
-def build_systems(model: str, names: list[str]) -> dict[str, Scorer]:
-    """The scorers to compare, by display name; ``st`` is always first (the reference)."""
-    import torch
-    from sentence_transformers import CrossEncoder
+class Worker:
+    """A system's process: send a request, read one JSON reply."""
 
-    from crossrank import Reranker
+    def __init__(self, python: str, system: str, model: str) -> None:
+        self.system = system
+        self.process = subprocess.Popen(
+            [python, str(WORKER), "--system", system, "--model", model],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=os.environ | {"TOKENIZERS_PARALLELISM": "false"},
+        )
 
-    cross_encoder = CrossEncoder(model, device="cpu", activation_fn=torch.nn.Identity())
-    systems: dict[str, Scorer] = {
-        REFERENCE: lambda q, texts: cross_encoder.predict([(q, t) for t in texts]),
+    def ask(self, request: dict) -> dict:
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.system} worker died (rerun it alone to see its error)")
+        return json.loads(line)
+
+    def score(self, query: str, texts: list[str]) -> dict:
+        return self.ask({"op": "score", "query": query, "texts": texts})
+
+    def close(self) -> None:
+        assert self.process.stdin
+        self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def available(systems: list[str], st_onnx_python: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Python interpreter per runnable system, and why the others can't run."""
+    pythons, missing = {}, {}
+    for system in systems:
+        if system == "st-onnx":
+            if st_onnx_python.is_file():
+                pythons[system] = str(st_onnx_python)
+            else:
+                missing[system] = "needs optimum-onnx (transformers<4.58): run benchmarks/setup_st_onnx.sh"
+        elif system == "flashrank":
+            try:
+                import flashrank  # noqa: F401
+            except ImportError:
+                missing[system] = "pip install flashrank"
+            else:
+                pythons[system] = sys.executable
+        else:
+            pythons[system] = sys.executable
+    return pythons, missing
+
+
+def run_passes(workers: dict[str, Worker], queries: list, depth: int, rounds: int, progress: Progress):
+    """Score each query's top ``depth`` with every worker in turn; returns times and scores per system."""
+    names = list(workers)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    scores: dict[str, dict[str, list[float]]] = {name: {} for name in names}
+    task = progress.add_task(f"top {depth}", total=rounds * len(queries))
+    for round_ in range(rounds):
+        for i, (qid, query, hits) in enumerate(queries):
+            texts = [hit["text"] for hit in hits[:depth]]
+            shift = (i + round_) % len(names)
+            for name in names[shift:] + names[:shift]:
+                reply = workers[name].score(query, texts)
+                times[name].append(reply["ms"])
+                scores[name][qid] = reply["scores"]
+            progress.advance(task)
+    return times, scores
+
+
+def ndcg10(scores: dict[str, list[float]], queries: list, depth: int, qrels: list) -> float:
+    run = {
+        qid: {hit["docid"]: s for hit, s in zip(hits[:depth], scores[qid], strict=True)}
+        for qid, _, hits in queries
     }
-    variants = {
-        "torch": ("crossrank torch", {}),
-        "onnx": ("crossrank onnx fp32", {"backend": "onnx"}),
-        "int8": ("crossrank onnx int8", {"backend": "onnx", "quantize": "int8"}),
-    }
-    for key in names:
-        if key == "st":
-            continue
-        label, options = variants[key]
-        reranker = Reranker(model, device="cpu", **options)
-
-        def rank(q: str, texts: list[str], reranker=reranker) -> np.ndarray:
-            ranking = reranker.rank(q, texts, top_n=None)  # rank(), what users call, timed end to end
-            scores = np.empty(len(texts))
-            scores[[hit.index for hit in ranking]] = [hit.score for hit in ranking]
-            return scores
-
-        systems[label] = rank
-    return systems
+    return ir_measures.calc_aggregate([ir_measures.nDCG @ 10], qrels, run)[ir_measures.nDCG @ 10]
 
 
 def main() -> None:
@@ -69,74 +141,136 @@ def main() -> None:
     )
     parser.add_argument("--model", default=str(SHARED / "models" / "crossrank-fixture-minilm-l6"))
     parser.add_argument("--data", default=str(SHARED / "data" / "trec-dl-2019-passage"))
-    parser.add_argument("--depth", type=int, default=20, help="passages per query")
-    parser.add_argument("--rounds", type=int, default=3, help="passes over the 43 queries")
-    parser.add_argument("--systems", default="st,torch,onnx,int8", help="st, torch, onnx, int8")
+    parser.add_argument("--systems", default=",".join(LABELS), help=", ".join(LABELS))
+    parser.add_argument("--rounds", type=int, default=3, help="top-20 passes over the queries")
+    parser.add_argument("--cold-starts", type=int, default=3, help="fresh processes per system")
+    parser.add_argument("--throughput-depth", type=int, default=100, help="0 skips the throughput pass")
+    parser.add_argument("--max-queries", type=int, help="use the first N queries only (a quick look)")
+    parser.add_argument("--st-onnx-python", type=Path, default=ST_ONNX_PYTHON)
     parser.add_argument("--json", dest="json_out", help="also write the figures to this file")
     args = parser.parse_args()
 
-    import torch
-
-    console = Console()
     with open(Path(args.data) / "bm25_top100.jsonl", encoding="utf-8") as lines:
         rows = [json.loads(line) for line in lines]
-    qrels = list(ir_measures.read_trec_qrels(str(Path(args.data) / "qrels.txt")))
-    queries = [(row["qid"], row["query"], row["hits"][: args.depth]) for row in rows]
-    systems = build_systems(args.model, args.systems.split(","))
+    queries = [(row["qid"], row["query"], row["hits"]) for row in rows][: args.max_queries]
+    used = {qid for qid, _, _ in queries}
+    qrels = [q for q in ir_measures.read_trec_qrels(str(Path(args.data) / "qrels.txt")) if q.query_id in used]
+    requested = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if requested[0] != "st":
+        requested = ["st", *[s for s in requested if s != "st"]]  # the reference is always there
+    pythons, missing = available(requested, args.st_onnx_python)
+    for system, why in missing.items():
+        console.print(f"[yellow]skipping {system}:[/] {why}")
+    names = list(pythons)
+    first_query, first_texts = queries[0][1], [hit["text"] for hit in queries[0][2][:20]]
+    figures: dict[str, dict] = {name: {} for name in names}
 
-    for _, query, hits in queries[:3]:  # warm-up: first calls allocate and pick kernels
-        for run in systems.values():
-            run(query, [hit["text"] for hit in hits])
+    with Progress(console=console) as progress:
+        task = progress.add_task("prepare (exports, layouts)", total=len(names))
+        for name in names:
+            subprocess.run(
+                [pythons[name], str(WORKER), "--system", name, "--model", args.model, "--prepare"],
+                check=True,
+                capture_output=True,
+            )
+            progress.advance(task)
 
-    names = list(systems)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    scores: dict[str, dict[str, np.ndarray]] = {name: {} for name in names}
-    for round_ in track(range(args.rounds), description="rounds", console=console):
-        for i, (qid, query, hits) in enumerate(queries):
-            texts = [hit["text"] for hit in hits]
-            shift = (i + round_) % len(names)
-            for name in names[shift:] + names[:shift]:
+        task = progress.add_task("cold starts", total=args.cold_starts * len(names))
+        cold: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(args.cold_starts):
+            for name in names:
                 started = time.perf_counter()
-                scores[name][qid] = systems[name](query, texts)
-                times[name].append((time.perf_counter() - started) * 1000)
+                worker = Worker(pythons[name], name, args.model)
+                worker.score(first_query, first_texts)
+                cold[name].append(time.perf_counter() - started)
+                worker.close()
+                progress.advance(task)
 
-    reference_ms = statistics.median(times[REFERENCE])
-    table = Table(
-        title=f"{len(queries)} DL19 queries x BM25 top {args.depth} x {args.rounds} rounds, 2 cores, "
-        f"torch threads={torch.get_num_threads()}, model={Path(args.model).name}",
+        workers = {name: Worker(pythons[name], name, args.model) for name in names}
+        for worker in workers.values():  # load, and let first calls allocate and pick kernels
+            for _, query, hits in queries[:3]:
+                worker.score(query, [hit["text"] for hit in hits[:20]])
+        times, scores = run_passes(workers, queries, 20, args.rounds, progress)
+        rss20 = {name: worker.ask({"op": "rss"})["peak_rss_mb"] for name, worker in workers.items()}
+        if args.throughput_depth:
+            big_times, big_scores = run_passes(workers, queries, args.throughput_depth, 1, progress)
+            rss100 = {name: worker.ask({"op": "rss"})["peak_rss_mb"] for name, worker in workers.items()}
+        for worker in workers.values():
+            worker.close()
+
+    reference = statistics.median(times["st"])
+    for name in names:
+        diffs = [np.max(np.abs(np.subtract(scores[name][q], scores["st"][q]))) for q in scores[name]]
+        figures[name] = {
+            "system": LABELS[name],
+            "median_ms": statistics.median(times[name]),
+            "p95_ms": float(np.percentile(times[name], 95)),
+            "docs_per_s_top20": 20 * len(times[name]) / (sum(times[name]) / 1000),
+            "ndcg@10_top20": ndcg10(scores[name], queries, 20, qrels),
+            "max_abs_diff": None if name == "flashrank" else float(max(diffs)),  # FlashRank: sigmoid
+            "speedup": reference / statistics.median(times[name]),
+            "cold_start_s": statistics.median(cold[name]),
+            "peak_rss_mb_top20": rss20[name],
+        }
+        if args.throughput_depth:
+            figures[name] |= {
+                "docs_per_s_top100": args.throughput_depth * len(queries) / (sum(big_times[name]) / 1000),
+                "ndcg@10_top100": ndcg10(big_scores[name], queries, args.throughput_depth, qrels),
+                "peak_rss_mb_top100": rss100[name],
+            }
+    print_tables(figures, args, len(queries))
+    if args.json_out:
+        settings = vars(args) | {"st_onnx_python": str(args.st_onnx_python)}
+        Path(args.json_out).write_text(json.dumps({"args": settings, "figures": figures}, indent=2) + "\n")
+
+
+def print_tables(figures: dict[str, dict], args: argparse.Namespace, num_queries: int) -> None:
+    ref = figures["st"]
+    latency = Table(
+        title=f"{num_queries} DL19 queries x BM25 top 20 x {args.rounds} rounds, {os.cpu_count()} CPUs, "
+        f"model {Path(args.model).name}",
         title_justify="left",
     )
     for column in ("system", "median ms", "p95 ms", "docs/s", "nDCG@10", "max |Δ| vs ref", "speed-up"):
-        table.add_column(column, justify="left" if column == "system" else "right")
-    figures = {}
-    for name in names:
-        run = {
-            qid: {hit["docid"]: float(s) for hit, s in zip(hits, scores[name][qid], strict=True)}
-            for qid, _, hits in queries
-        }
-        ndcg = ir_measures.calc_aggregate([ir_measures.nDCG @ 10], qrels, run)[ir_measures.nDCG @ 10]
-        diff = max(float(np.max(np.abs(scores[name][q] - scores[REFERENCE][q]))) for q in scores[name])
-        median, p95 = statistics.median(times[name]), float(np.percentile(times[name], 95))
-        figures[name] = {
-            "median_ms": median,
-            "p95_ms": p95,
-            "ndcg@10": ndcg,
-            "max_abs_diff": diff,
-            "speedup": reference_ms / median,
-            "runs": len(times[name]),
-        }
-        table.add_row(
-            name,
-            f"{median:.1f}",
-            f"{p95:.1f}",
-            f"{args.depth / median * 1000:.0f}",
-            f"{ndcg:.4f}",
-            f"{diff:.1e}",
-            f"{reference_ms / median:.2f}x",
+        latency.add_column(column, justify="left" if column == "system" else "right")
+    for f in figures.values():
+        latency.add_row(
+            f["system"],
+            f"{f['median_ms']:.1f}",
+            f"{f['p95_ms']:.1f}",
+            f"{f['docs_per_s_top20']:.0f}",
+            f"{f['ndcg@10_top20']:.4f}",
+            "sigmoid" if f["max_abs_diff"] is None else f"{f['max_abs_diff']:.1e}",
+            f"{ref['median_ms'] / f['median_ms']:.2f}x",
         )
-    console.print(table)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(figures, indent=2) + "\n")
+    console.print(latency)
+    footprint = Table(
+        title=f"start-up, memory (median of {args.cold_starts} cold starts) and throughput "
+        f"(top {args.throughput_depth})",
+        title_justify="left",
+    )
+    columns = ["system", "cold start s", "vs ref", "peak RSS MB", "vs ref"]
+    if args.throughput_depth:
+        columns += ["docs/s", "vs ref", "nDCG@10", "peak RSS MB"]
+    for column in columns:
+        footprint.add_column(column, justify="left" if column == "system" else "right")
+    for f in figures.values():
+        row = [
+            f["system"],
+            f"{f['cold_start_s']:.2f}",
+            f"{f['cold_start_s'] / ref['cold_start_s']:.2f}x",
+            f"{f['peak_rss_mb_top20']:.0f}",
+            f"{f['peak_rss_mb_top20'] / ref['peak_rss_mb_top20']:.2f}x",
+        ]
+        if args.throughput_depth:
+            row += [
+                f"{f['docs_per_s_top100']:.0f}",
+                f"{f['docs_per_s_top100'] / ref['docs_per_s_top100']:.2f}x",
+                f"{f['ndcg@10_top100']:.4f}",
+                f"{f['peak_rss_mb_top100']:.0f}",
+            ]
+        footprint.add_row(*row)
+    console.print(footprint)
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ def test_fixture_onnx_parity_and_int8_ranking(
     assert np.mean(correlations) > 0.95  # int8 keeps the ranking; quality is measured by crossrank eval
 
 
-def test_export_keeps_layer_norm_unfused_and_int8_weights_7_bit(
+def test_export_recipe_layer_norm_gelu_and_7_bit_weights(
     tiny_onnx: Reranker, tiny_model_dir: Path
 ) -> None:
     import onnx
@@ -144,10 +144,13 @@ def test_export_keeps_layer_norm_unfused_and_int8_weights_7_bit(
     assert "LayerNormalization" in ops and "SkipLayerNormalization" not in ops  # slower fused kernel
     assert "Attention" in ops  # the other transformer fusions still apply
 
+    assert "BiasGelu" in ops and "FastGelu" not in ops  # fp32 keeps the exact GELU
     int8 = Reranker(tiny_model_dir, backend="onnx", quantize="int8")
+    int8_graph = onnx.load(str(int8._backend.path)).graph
+    assert "FastGelu" in {node.op_type for node in int8_graph.node}  # int8: the tanh approximation
     weights = [
         numpy_helper.to_array(tensor)
-        for tensor in onnx.load(str(int8._backend.path)).graph.initializer
+        for tensor in int8_graph.initializer
         if tensor.data_type == onnx.TensorProto.INT8 and tensor.name.endswith("_quantized")
     ]
     assert weights, "no int8 weights found"

@@ -35,7 +35,7 @@ __all__ = ["OnnxBackend", "onnx_cache_dir"]
 logger = logging.getLogger(__name__)
 
 #: Bump when the export recipe changes, so old cached files are not reused.
-EXPORT_VERSION = "2"
+EXPORT_VERSION = "3"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 #: ORT load-time fusions to skip: ``SkipLayerNormFusion`` would undo what
 #: :func:`crossrank.backends.onnx_export.optimize_onnx` leaves unfused on purpose (its fused CPU
@@ -263,12 +263,20 @@ def _cached_onnx(model_dir: Path, name: str, config: dict[str, Any], quantize: s
     from crossrank.backends.onnx_export import export_onnx, optimize_onnx, quantize_onnx_int8
 
     folder.mkdir(parents=True, exist_ok=True)
-    if not fp32.is_file():
-        logger.warning("Exporting %r to ONNX (once; cached in %s).", name, folder)
-        raw = folder / "model.onnx"
+    logger.warning("Exporting %r to ONNX (once; cached in %s).", name, folder)
+    raw = folder / f"model_raw_{os.getpid()}_{threading.get_ident()}.onnx"  # private to this export
+    try:
         export_onnx(model_dir, raw)
-        optimize_onnx(raw, fp32, config)
-        raw.unlink()
-    if quantize == "int8":
-        quantize_onnx_int8(fp32, int8)
+        if quantize == "int8":
+            # Each file is built from the raw export: int8 uses the approximate GELU, fp32 the exact.
+            fast = raw.with_name(raw.stem + "_fastgelu.onnx")
+            try:
+                optimize_onnx(raw, fast, config, approximate_gelu=True)
+                quantize_onnx_int8(fast, wanted)
+            finally:
+                fast.unlink(missing_ok=True)
+        else:
+            optimize_onnx(raw, wanted, config)
+    finally:
+        raw.unlink(missing_ok=True)
     return wanted

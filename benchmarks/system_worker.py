@@ -1,0 +1,168 @@
+"""One reranker in its own process, driven by ``rank_latency.py`` over stdin/stdout (JSON lines).
+
+Own process per system, so start-up time and peak memory are each system's alone, and so a
+system can run under another Python (sentence-transformers' ONNX backend needs ``optimum-onnx``,
+which pins transformers < 5: it runs from the venv that ``setup_st_onnx.sh`` builds).
+This file imports only the standard library at the top: each system imports what it needs.
+
+    python benchmarks/system_worker.py --system int8 --model DIR --prepare   # export / lay out files
+    python benchmarks/system_worker.py --system int8 --model DIR             # serve requests
+
+Requests: ``{"op": "score", "query": str, "texts": [str]}`` -> ``{"ms": float, "scores": [float]}``
+(``ms`` is the call alone, timed inside the worker); ``{"op": "rss"}`` -> ``{"peak_rss_mb": float}``;
+``{"op": "quit"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+Scorer = Callable[[str, list[str]], list[float]]
+
+#: What FlashRank reads next to its ONNX file.
+_MODEL_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
+
+
+def _work_dir(system: str, model: str) -> Path:
+    """Where a system's prepared files live (under the crossrank cache, next to its ONNX exports)."""
+    root = Path(os.environ.get("CROSSRANK_CACHE") or Path.home() / ".cache" / "crossrank")
+    return root / "bench" / system / Path(model).name
+
+
+def _crossrank(model: str, **options) -> Scorer:
+    from crossrank import Reranker
+
+    reranker = Reranker(model, device="cpu", **options)
+
+    def score(query: str, texts: list[str]) -> list[float]:
+        ranking = reranker.rank(query, texts, top_n=None)  # rank(), what users call, end to end
+        scores = [0.0] * len(texts)
+        for hit in ranking:
+            scores[hit.index] = hit.score
+        return scores
+
+    return score
+
+
+def _sentence_transformers(model: str, backend: str) -> Scorer:
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    location = str(_work_dir("st-onnx", model)) if backend == "onnx" else model
+    cross_encoder = CrossEncoder(location, backend=backend, device="cpu", activation_fn=torch.nn.Identity())
+    return lambda query, texts: cross_encoder.predict([(query, t) for t in texts]).tolist()
+
+
+def _flashrank(model: str) -> Scorer:
+    import flashrank.Config
+    from flashrank import Ranker, RerankRequest
+
+    folder = _work_dir("flashrank", model)
+    # FlashRank knows models by name -> file; register the prepared folder's file under its name.
+    flashrank.Config.model_file_map[folder.name] = "model.onnx"
+    ranker = Ranker(model_name=folder.name, cache_dir=str(folder.parent), max_length=512, log_level="WARNING")
+
+    def score(query: str, texts: list[str]) -> list[float]:
+        passages = [{"id": i, "text": t} for i, t in enumerate(texts)]
+        scores = [0.0] * len(texts)
+        for hit in ranker.rerank(RerankRequest(query=query, passages=passages)):
+            scores[hit["id"]] = float(hit["score"])
+        return scores
+
+    return score
+
+
+def load(system: str, model: str) -> Scorer:
+    """The scorer of ``system`` for ``model``: texts in, one score per text out, in input order."""
+    if system == "st":
+        return _sentence_transformers(model, "torch")
+    if system == "st-onnx":
+        return _sentence_transformers(model, "onnx")
+    if system == "flashrank":
+        return _flashrank(model)
+    if system == "torch":
+        return _crossrank(model)
+    if system == "onnx":
+        return _crossrank(model, backend="onnx")
+    if system == "int8":
+        return _crossrank(model, backend="onnx", quantize="int8")
+    raise SystemExit(f"unknown system {system!r}")
+
+
+def prepare(system: str, model: str) -> None:
+    """One-off work that is not part of a cold start: exports and file layouts."""
+    if system in ("onnx", "int8"):
+        load(system, model)  # exports to crossrank's ONNX cache on first use
+    elif system == "flashrank":
+        from crossrank import Reranker
+
+        int8 = Reranker(model, backend="onnx", quantize="int8")._backend.path
+        folder = _work_dir("flashrank", model)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(int8, folder / "model.onnx")  # the same int8 file crossrank's int8 path runs
+        for name in _MODEL_FILES:
+            if (Path(model) / name).is_file():
+                shutil.copy(Path(model) / name, folder / name)
+    elif system == "st-onnx":
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        folder = _work_dir("st-onnx", model)
+        if not (folder / "onnx" / "model.onnx").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(model, folder)
+            # ST exports with optimum on first load; saving keeps onnx/model.onnx for later loads.
+            CrossEncoder(str(folder), backend="onnx", activation_fn=torch.nn.Identity()).save_pretrained(
+                str(folder)
+            )
+    load(system, model)("warm the page cache", ["one short text"])
+
+
+def serve(system: str, model: str) -> None:
+    """Answer requests on stdin until ``quit``; only protocol lines go to stdout."""
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # library prints can't corrupt the protocol
+    scorer = load(system, model)
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request["op"] == "score":
+            started = time.perf_counter()
+            scores = scorer(request["query"], request["texts"])
+            reply = {"ms": (time.perf_counter() - started) * 1000, "scores": [float(s) for s in scores]}
+        elif request["op"] == "rss":
+            reply = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        else:
+            break
+        protocol.write(json.dumps(reply) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--system", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--prepare", action="store_true")
+    args = parser.parse_args()
+    if args.prepare:
+        prepare(args.system, args.model)
+    else:
+        serve(args.system, args.model)
+
+
+if __name__ == "__main__":
+    main()
