@@ -15,7 +15,10 @@ Each system lives in its own process (``system_worker.py``), started after its o
 1. cold start: a new process -> first ranking of 20 passages returned, ``--cold-starts`` times
    (median); the page cache is warm, as on a worker that restarts;
 2. latency: every query's top 20, each system in turn (the order rotates per query), for
-   ``--rounds`` passes; median and p95 per query, timed inside the worker;
+   ``--rounds`` passes; median and p95 per query, timed inside the worker. Calls are ``--gap-ms``
+   apart: torch's OpenMP and ONNX Runtime's thread pools spin for a while after a call, and in
+   one shared machine that would steal the cores from the next system's call, which a reranker
+   alone in its worker never suffers;
 3. throughput: every query's top 100, the same way, once; docs/s = passages / scoring time;
 4. peak RSS of each process after the top-20 passes, and again after the top-100 one.
 
@@ -109,7 +112,9 @@ def available(systems: list[str], st_onnx_python: Path) -> tuple[dict[str, str],
     return pythons, missing
 
 
-def run_passes(workers: dict[str, Worker], queries: list, depth: int, rounds: int, progress: Progress):
+def run_passes(
+    workers: dict[str, Worker], queries: list, depth: int, rounds: int, gap_s: float, progress: Progress
+):
     """Score each query's top ``depth`` with every worker in turn; returns times and scores per system."""
     names = list(workers)
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -120,6 +125,7 @@ def run_passes(workers: dict[str, Worker], queries: list, depth: int, rounds: in
             texts = [hit["text"] for hit in hits[:depth]]
             shift = (i + round_) % len(names)
             for name in names[shift:] + names[:shift]:
+                time.sleep(gap_s)  # let the previous call's spinning threads go idle
                 reply = workers[name].score(query, texts)
                 times[name].append(reply["ms"])
                 scores[name][qid] = reply["scores"]
@@ -145,6 +151,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="top-20 passes over the queries")
     parser.add_argument("--cold-starts", type=int, default=3, help="fresh processes per system")
     parser.add_argument("--throughput-depth", type=int, default=100, help="0 skips the throughput pass")
+    parser.add_argument("--gap-ms", type=float, default=100, help="pause before each timed call")
     parser.add_argument("--max-queries", type=int, help="use the first N queries only (a quick look)")
     parser.add_argument("--st-onnx-python", type=Path, default=ST_ONNX_PYTHON)
     parser.add_argument("--json", dest="json_out", help="also write the figures to this file")
@@ -179,6 +186,7 @@ def main() -> None:
         cold: dict[str, list[float]] = {name: [] for name in names}
         for _ in range(args.cold_starts):
             for name in names:
+                time.sleep(args.gap_ms / 1000)
                 started = time.perf_counter()
                 worker = Worker(pythons[name], name, args.model)
                 worker.score(first_query, first_texts)
@@ -190,10 +198,11 @@ def main() -> None:
         for worker in workers.values():  # load, and let first calls allocate and pick kernels
             for _, query, hits in queries[:3]:
                 worker.score(query, [hit["text"] for hit in hits[:20]])
-        times, scores = run_passes(workers, queries, 20, args.rounds, progress)
+        gap = args.gap_ms / 1000
+        times, scores = run_passes(workers, queries, 20, args.rounds, gap, progress)
         rss20 = {name: worker.ask({"op": "rss"})["peak_rss_mb"] for name, worker in workers.items()}
         if args.throughput_depth:
-            big_times, big_scores = run_passes(workers, queries, args.throughput_depth, 1, progress)
+            big_times, big_scores = run_passes(workers, queries, args.throughput_depth, 1, gap, progress)
             rss100 = {name: worker.ask({"op": "rss"})["peak_rss_mb"] for name, worker in workers.items()}
         for worker in workers.values():
             worker.close()

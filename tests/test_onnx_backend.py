@@ -83,6 +83,7 @@ def test_int8_runs_and_is_cached_separately(tiny_model_dir: Path, tiny_onnx: Rer
     scores = int8.score(QUERY, DOCS)
     assert len(scores) == len(DOCS) and all(np.isfinite(scores))
     assert int8.to_config().quantize == "int8"
+    assert int8.batch_size == 4 and tiny_onnx.batch_size == 32  # int8: one activation scale per batch
 
 
 def test_ready_onnx_file_in_the_model_folder(
@@ -133,9 +134,7 @@ def test_fixture_onnx_parity_and_int8_ranking(
     assert np.mean(correlations) > 0.95  # int8 keeps the ranking; quality is measured by crossrank eval
 
 
-def test_export_recipe_layer_norm_gelu_and_7_bit_weights(
-    tiny_onnx: Reranker, tiny_model_dir: Path
-) -> None:
+def test_export_recipe_layer_norm_gelu_and_7_bit_weights(tiny_onnx: Reranker, tiny_model_dir: Path) -> None:
     import onnx
     from onnx import numpy_helper
 

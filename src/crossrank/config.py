@@ -50,7 +50,7 @@ class RerankerConfig(BaseSettings):
         None, description="Most tokens per (query, document) pair; None uses the model's limit."
     )
     batch_size: PositiveInt | None = Field(
-        None, description="Most pairs per forward pass; None is 32 on CPU, 128 on CUDA."
+        None, description="Most pairs per forward pass; None: 32 on CPU, 128 on CUDA, 4 for int8."
     )
     long_documents: Literal["truncate", "windows"] = Field(
         "truncate", description="Cut long documents at the end, or score them in overlapping windows (MaxP)."

@@ -38,6 +38,7 @@ class Backend(Protocol):
         uses_token_type_ids: Whether the model takes segment ids.
         batch_overhead_tokens: What one more forward pass costs, in padded tokens; the batch
             planner (:func:`crossrank.encoding.plan_batches`) trades padding against passes with it.
+        default_batch_size: Most pairs per forward pass when the user sets no ``batch_size``.
     """
 
     name: str
@@ -47,6 +48,7 @@ class Backend(Protocol):
     pad_token_id: int
     uses_token_type_ids: bool
     batch_overhead_tokens: int
+    default_batch_size: int
 
     def logits(self, batch: EncodedBatch) -> np.ndarray:
         """Return the raw logits of ``batch``: a float32 array of shape ``(rows,)``.

@@ -117,6 +117,7 @@ class OnnxBackend:
         pad_token_id: int,
         device: str,
         path: Path,
+        quantized: bool = False,
     ) -> None:
         self._session = session
         self._inputs = [node.name for node in session.get_inputs()]
@@ -130,6 +131,11 @@ class OnnxBackend:
         #: ONNX Runtime costs ~1-2 ms per run on CPU (10-20 tokens' worth for MiniLM-L6), so tight
         #: batches win; on CUDA, as for torch, few wide batches (not measured yet).
         self.batch_overhead_tokens = 4096 if device.startswith("cuda") else 32
+        # int8 activations are quantised with one scale per batch tensor, so the batch's largest
+        # activation sets every row's resolution. On DL19's BM25 top 100 (MiniLM-L6 fixture),
+        # nDCG@10 was 0.5365 with batches of 32, 0.5459 with 8, 0.5460 with 4 and 0.5491 with 1
+        # (fp32: 0.5495), at the same docs/s down to 4 (111 vs 106): so int8 batches hold 4 pairs.
+        self.default_batch_size = 4 if quantized else (128 if device.startswith("cuda") else 32)
 
     @classmethod
     def load(
@@ -210,6 +216,7 @@ class OnnxBackend:
             pad_token_id=pad_token_id,
             device=running,
             path=path,
+            quantized=quantize == "int8",
         )
 
     def logits(self, batch: EncodedBatch) -> np.ndarray:

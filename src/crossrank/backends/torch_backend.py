@@ -86,7 +86,9 @@ class TorchBackend:
         self.device = str(cross_encoder.device)
         #: Compute precision actually used: "fp32", "fp16" or "bf16".
         self.precision = _resolve_precision(precision, self.device)
-        self.batch_overhead_tokens = _OVERHEAD_TOKENS["cuda" if self.device.startswith("cuda") else "cpu"]
+        on_cuda = self.device.startswith("cuda")
+        self.batch_overhead_tokens = _OVERHEAD_TOKENS["cuda" if on_cuda else "cpu"]
+        self.default_batch_size = 128 if on_cuda else 32  # a CPU gains nothing from wider batches
         self.tokenizer = backend_tokenizer
         self.max_positions = int(cross_encoder.max_seq_length or cross_encoder.config.max_position_embeddings)
         self.pad_token_id = int(hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else 0)
