@@ -419,7 +419,8 @@ def _print_report(report) -> None:
     settings = report.settings
     console.print(
         f"[bold]{report.dataset}[/]: {report.num_queries} queries, stage 1 = {report.stage1}, "
-        f"model = {settings['model']} ({settings['backend']}, {settings['device']}, "
+        f"model = {settings['model']} ({settings['backend']}"
+        f"{' ' + settings['quantize'] if settings.get('quantize') else ''}, {settings['device']}, "
         f"max_length {settings['max_length']}, {settings['long_documents']})"
     )
     for depth, systems in report.metrics.items():

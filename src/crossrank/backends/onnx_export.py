@@ -15,10 +15,12 @@ use; torch's exporter plus ORT's own tools need neither.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,13 +120,34 @@ def quantize_onnx_int8(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     partial = _atomic_target(target)
-    quantize_dynamic(
-        str(source),
-        str(partial),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        reduce_range=True,
-        # The fused ops come from ORT's own domain, which ONNX shape inference can't type.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    with _without_root_warning(_PREPROCESS_ADVICE):
+        quantize_dynamic(
+            str(source),
+            str(partial),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=True,
+            # The fused ops come from ORT's own domain, which ONNX shape inference can't type.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     os.replace(partial, target)
+
+
+#: ORT's quantizer logs this on the root logger for every model; its pre-processing (shape
+#: inference + ORT optimisation) is what optimize_onnx already did, so users need not see it.
+_PREPROCESS_ADVICE = "Please consider to run pre-processing before quantization"
+
+
+@contextlib.contextmanager
+def _without_root_warning(prefix: str) -> Iterator[None]:
+    """Drop root-logger records starting with ``prefix`` for the duration of the block."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(prefix)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
