@@ -168,3 +168,11 @@ def test_rewritten_weights_get_a_new_cache_entry(
     stat = weights.stat()
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # as if saved again
     assert Reranker(folder, backend="onnx")._backend.path != first
+
+
+def test_relative_and_absolute_paths_share_one_export(
+    tiny_model_dir: Path, tiny_onnx: Reranker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tiny_model_dir.parent)
+    relative = Reranker(Path(tiny_model_dir.name), backend="onnx")
+    assert relative._backend.path == tiny_onnx._backend.path

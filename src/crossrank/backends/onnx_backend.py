@@ -195,7 +195,9 @@ class OnnxBackend:
                     f"Model {source.name!r} has no ONNX file {onnx_file!r}", model=source.name
                 )
         else:
-            path = _cached_onnx(model_dir, source.name, config, quantize)
+            # A local folder is named by its absolute path, so "../m" and "/abs/m" share one export.
+            cache_name = str(model_dir.resolve()) if Path(source.location).is_dir() else source.name
+            path = _cached_onnx(model_dir, cache_name, config, quantize)
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
