@@ -170,7 +170,6 @@ def main() -> None:
         console.print(f"[yellow]skipping {system}:[/] {why}")
     names = list(pythons)
     first_query, first_texts = queries[0][1], [hit["text"] for hit in queries[0][2][:20]]
-    figures: dict[str, dict] = {name: {} for name in names}
 
     with Progress(console=console) as progress:
         task = progress.add_task("prepare (exports, layouts)", total=len(names))
@@ -208,6 +207,7 @@ def main() -> None:
             worker.close()
 
     reference = statistics.median(times["st"])
+    figures: dict[str, dict] = {}
     for name in names:
         diffs = [np.max(np.abs(np.subtract(scores[name][q], scores["st"][q]))) for q in scores[name]]
         figures[name] = {

@@ -38,7 +38,11 @@ _MODEL_FILES = (
 
 
 def _work_dir(system: str, model: str) -> Path:
-    """Where a system's prepared files live (under the crossrank cache, next to its ONNX exports)."""
+    """Where a system's prepared files live (under the crossrank cache, next to its ONNX exports).
+
+    Mirrors ``crossrank.backends.onnx_backend.onnx_cache_dir`` rather than calling it: the
+    st-onnx worker runs in a venv without crossrank.
+    """
     root = Path(os.environ.get("CROSSRANK_CACHE") or Path.home() / ".cache" / "crossrank")
     return root / "bench" / system / Path(model).name
 
