@@ -35,7 +35,7 @@ __all__ = ["OnnxBackend", "onnx_cache_dir"]
 logger = logging.getLogger(__name__)
 
 #: Bump when the export recipe changes, so old cached files are not reused.
-EXPORT_VERSION = "3"
+EXPORT_VERSION = "4"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 #: ORT load-time fusions to skip: ``SkipLayerNormFusion`` would undo what
 #: :func:`crossrank.backends.onnx_export.optimize_onnx` leaves unfused on purpose (its fused CPU

@@ -4,7 +4,9 @@ Runs once per model (the results are cached on disk), and is the only part of th
 imports torch and transformers:
 
 1. export with torch's TorchScript-based exporter, eager attention (its graph is the pattern
-   ONNX Runtime's transformer optimizer knows how to fuse), dynamic batch and sequence axes;
+   ONNX Runtime's transformer optimizer knows how to fuse), dynamic batch and sequence axes, and
+   the last layer computed for the first token only where the model allows it
+   (:mod:`crossrank.backends.first_token`: the same logits, ~14% less work for MiniLM-L6);
 2. optimise with ``onnxruntime.transformers.optimizer`` (fused Attention, EmbedLayerNormalization,
    BiasGelu), but leave residual + LayerNormalization unfused (see :func:`optimize_onnx`);
 3. optionally quantise the weights of the MatMuls and Attention to int8 (``quantize_dynamic``).
@@ -50,7 +52,11 @@ def export_onnx(model_dir: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from crossrank.backends.first_token import use_first_token_last_layer
+
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    first_token_only = use_first_token_last_layer(model)
+    logger.info("ONNX export, last layer for the first token only: %s", first_token_only)
     takes_types = "token_type_ids" in AutoTokenizer.from_pretrained(model_dir).model_input_names
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if takes_types else [])
     example = tuple(torch.ones(2, 16, dtype=torch.long) for _ in names)

@@ -4,6 +4,10 @@ Loading goes through ``CrossEncoder`` so every model it supports (and its saved 
 the same here; scoring calls the CrossEncoder module on crossrank's own token ids, so scores
 equal ``CrossEncoder.predict`` with the identity activation (raw logits).
 
+The model's last layer is computed for the first token only, the one the score reads
+(:mod:`crossrank.backends.first_token`): the same logits within float rounding, ~14% less work
+for MiniLM-L6.
+
 On a GPU the forward pass runs under fp16 autocast by default (``precision="auto"``): the
 weights stay fp32, matrix products run in half precision on the tensor cores.
 """
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from crossrank.backends.first_token import use_first_token_last_layer
 from crossrank.encoding import EncodedBatch
 from crossrank.errors import InvalidArgumentError, ModelLoadError, UnsupportedModelError
 from crossrank.model_source import ModelSource
@@ -139,7 +144,12 @@ class TorchBackend:
                 f"Cannot load model {source.name!r} with sentence-transformers: {type(err).__name__}: {err}",
                 model=source.name,
             ) from err
-        return cls(cross_encoder, model_name=source.name, precision=precision)
+        backend = cls(cross_encoder, model_name=source.name, precision=precision)
+        # Same logits, less work: the last layer runs for the first token only (see first_token).
+        hf_model = getattr(cross_encoder, "model", None)
+        if isinstance(hf_model, torch.nn.Module):
+            use_first_token_last_layer(hf_model)
+        return backend
 
     def logits(self, batch: EncodedBatch) -> np.ndarray:
         """Raw logits of ``batch`` as a float32 array of shape ``(rows,)``."""
