@@ -6,8 +6,9 @@ scored by the trained MiniLM-L6 fixture in every system:
 * ``st``        sentence-transformers ``CrossEncoder``, torch fp32: the reference
 * ``st-onnx``   sentence-transformers ``CrossEncoder(backend="onnx")`` (needs the separate venv of
   ``benchmarks/setup_st_onnx.sh``: optimum-onnx pins transformers < 5; ``--st-onnx-python``)
-* ``flashrank`` FlashRank, given the fixture's int8 ONNX file (the one crossrank int8 runs)
-  in its local model layout (``pip install flashrank``)
+* ``flashrank`` FlashRank, given an int8 ONNX file of the fixture in its local model layout:
+  crossrank's int8 recipe with the whole last layer, as standard exports have it
+  (``pip install flashrank``)
 * ``torch``, ``onnx``, ``int8``  crossrank's backends, timed through ``Reranker.rank``
 
 Each system lives in its own process (``system_worker.py``), started after its one-off export:

@@ -90,6 +90,32 @@ def _flashrank(model: str) -> Scorer:
     return score
 
 
+def _flashrank_file(model: str, folder: Path) -> None:
+    """FlashRank's layout: its int8 ONNX file next to the tokenizer files.
+
+    FlashRank's own files are standard int8 exports of whole models, so it gets crossrank's int8
+    recipe (fusions, 7-bit weights, FastGelu) minus what a standard export lacks: the last layer
+    is kept whole, not cut to the first token.
+    """
+    import json
+
+    from crossrank.backends.onnx_export import export_onnx, optimize_onnx, quantize_onnx_int8
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
+    raw, fused = folder / "model_raw.onnx", folder / "model_fused.onnx"
+    try:
+        export_onnx(Path(model), raw, first_token_only=False)
+        optimize_onnx(raw, fused, config, approximate_gelu=True)
+        quantize_onnx_int8(fused, folder / "model.onnx")
+    finally:
+        raw.unlink(missing_ok=True)
+        fused.unlink(missing_ok=True)
+    for name in _MODEL_FILES:
+        if (Path(model) / name).is_file():
+            shutil.copy(Path(model) / name, folder / name)
+
+
 def load(system: str, model: str) -> Scorer:
     """The scorer of ``system`` for ``model``: texts in, one score per text out, in input order."""
     if system == "st":
@@ -112,15 +138,7 @@ def prepare(system: str, model: str) -> None:
     if system in ("onnx", "int8"):
         load(system, model)  # exports to crossrank's ONNX cache on first use
     elif system == "flashrank":
-        from crossrank import Reranker
-
-        int8 = Reranker(model, backend="onnx", quantize="int8")._backend.path
-        folder = _work_dir("flashrank", model)
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy(int8, folder / "model.onnx")  # the same int8 file crossrank's int8 path runs
-        for name in _MODEL_FILES:
-            if (Path(model) / name).is_file():
-                shutil.copy(Path(model) / name, folder / name)
+        _flashrank_file(model, _work_dir("flashrank", model))
     elif system == "st-onnx":
         import torch
         from sentence_transformers import CrossEncoder

@@ -178,3 +178,19 @@ def test_relative_and_absolute_paths_share_one_export(
     monkeypatch.chdir(tiny_model_dir.parent)
     relative = Reranker(Path(tiny_model_dir.name), backend="onnx")
     assert relative._backend.path == tiny_onnx._backend.path
+
+
+def test_whole_last_layer_export_scores_the_same(
+    tiny_model_dir: Path, tiny_onnx: Reranker, tmp_path: Path
+) -> None:
+    import onnx
+
+    from crossrank.backends.onnx_export import export_onnx, optimize_onnx
+
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    export_onnx(tiny_model_dir, tmp_path / "raw.onnx", first_token_only=False)
+    optimize_onnx(tmp_path / "raw.onnx", tmp_path / "whole.onnx", config)
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "whole.onnx")).graph.node]
+    assert ops.count("Attention") == 2  # both layers fused: nothing cut to the first token
+    whole = Reranker(tiny_model_dir, backend="onnx", onnx_file=str(tmp_path / "whole.onnx"))
+    assert np.allclose(whole.score(QUERY, DOCS), tiny_onnx.score(QUERY, DOCS), atol=1e-5)

@@ -43,11 +43,12 @@ def _atomic_target(path: Path) -> Path:
     return Path(name)
 
 
-def export_onnx(model_dir: Path, target: Path) -> None:
+def export_onnx(model_dir: Path, target: Path, *, first_token_only: bool = True) -> None:
     """Export the sequence-classification model in ``model_dir`` to ``target`` (fp32 logits).
 
     The graph takes the inputs the model's tokenizer produces (``token_type_ids`` only where the
-    model uses them).
+    model uses them). ``first_token_only=False`` keeps the full last layer, as other exporters
+    (optimum) do: the benchmark gives FlashRank such a file.
     """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -55,8 +56,9 @@ def export_onnx(model_dir: Path, target: Path) -> None:
     from crossrank.backends.first_token import use_first_token_last_layer
 
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
-    first_token_only = use_first_token_last_layer(model)
-    logger.info("ONNX export, last layer for the first token only: %s", first_token_only)
+    if first_token_only:
+        swapped = use_first_token_last_layer(model)
+        logger.info("ONNX export, last layer for the first token only: %s", swapped)
     takes_types = "token_type_ids" in AutoTokenizer.from_pretrained(model_dir).model_input_names
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if takes_types else [])
     example = tuple(torch.ones(2, 16, dtype=torch.long) for _ in names)
