@@ -103,15 +103,15 @@ def use_first_token_last_layer(model: nn.Module) -> bool:
     device = next(model.parameters()).device
     example = {name: value.to(device) for name, value in _padded_example(config).items()}
     original = layers[-1]
-    with torch.inference_mode():
-        expected = model(**example).logits
-        layers[-1] = FirstTokenLastLayer(original)
-        try:
+    try:
+        with torch.inference_mode():
+            expected = model(**example).logits
+            layers[-1] = FirstTokenLastLayer(original)
             difference = float((model(**example).logits - expected).abs().max())
-        except Exception as err:  # an unexpected layer layout: keep the model as it was
-            difference, reason = float("inf"), f"{type(err).__name__}: {err}"
-        else:
-            reason = f"logits moved by {difference:.2e}"
+    except Exception as err:  # an unexpected layout or input: keep the model as it was
+        difference, reason = float("inf"), f"{type(err).__name__}: {err}"
+    else:
+        reason = f"logits moved by {difference:.2e}"
     if difference <= _TOLERANCE:
         return True
     layers[-1] = original
