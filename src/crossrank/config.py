@@ -40,7 +40,7 @@ class RerankerConfig(BaseSettings):
     backend: Literal["torch", "onnx"] = Field("torch", description="Engine that runs the model.")
     quantize: Literal["int8"] | None = Field(None, description="backend='onnx': int8 dynamic quantisation.")
     onnx_file: str | None = Field(None, description="backend='onnx': a ready ONNX file in the model repo.")
-    threads: PositiveInt | None = Field(None, description="backend='onnx': intra-op threads.")
+    threads: PositiveInt | None = Field(None, description="Threads one forward pass may use (torch or ONNX).")
     device: str | None = Field(None, description="'cpu', 'cuda', 'cuda:1', ...; None picks CUDA if present.")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="backend='torch': compute precision; 'auto' is fp16 on CUDA, fp32 on CPU."

@@ -55,8 +55,10 @@ class Reranker:
             int8 weights (faster on CPU; check quality with ``crossrank eval``). Defaults to None.
         onnx_file (str, optional): With ``backend="onnx"``, a ready ONNX file inside the model
             folder or repo to load as is, e.g. ``"onnx/model_qint8_avx512_vnni.onnx"``.
-        threads (int, optional): With ``backend="onnx"``, intra-op threads. Defaults to None:
-            ONNX Runtime's choice (the physical cores).
+        threads (int, optional): Threads one forward pass may use. ONNX: the session's intra-op
+            threads. torch: ``torch.set_num_threads`` for the duration of each forward pass (then
+            put back, so other torch code keeps its own setting). Defaults to None: the engine's
+            choice, the physical cores.
         device (str, optional): ``"cpu"``, ``"cuda"``, ``"cuda:1"``... Defaults to None: CUDA if
             available, else CPU.
         precision (str): With ``backend="torch"``, the compute precision: ``"fp32"``, ``"fp16"``
@@ -135,7 +137,7 @@ class Reranker:
             _check_positive_int("max_length", max_length)
         if stride is not None:
             _check_positive_int("stride", stride)
-        onnx_options = {"quantize": quantize, "onnx_file": onnx_file, "threads": threads}
+        onnx_options = {"quantize": quantize, "onnx_file": onnx_file}
         if backend != "onnx" and any(value is not None for value in onnx_options.values()):
             given = ", ".join(name for name, value in onnx_options.items() if value is not None)
             raise InvalidArgumentError(f"{given} apply to backend='onnx' only (backend={backend!r})")
@@ -180,6 +182,7 @@ class Reranker:
                 if backend == "onnx"
                 else {"precision": precision}
             ),
+            threads=threads,
         )
         self.precision = precision
         self.batch_size = batch_size or self._backend.default_batch_size

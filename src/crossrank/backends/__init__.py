@@ -65,8 +65,8 @@ def load_backend(name: str, source: ModelSource, *, device: str | None, **option
         name: One of :data:`BACKENDS`.
         source: Where the model's files are (see :func:`crossrank.model_source.resolve_model_source`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``None`` to pick the best available.
-        **options: Loader options (``cache_folder``, ``revision``, ``token``...) and the
-            backend's own (``quantize``, ``onnx_file``, ``threads`` for ONNX).
+        **options: Loader options (``cache_folder``, ``revision``, ``token``, ``threads``...) and
+            the backend's own (``precision`` for torch; ``quantize``, ``onnx_file`` for ONNX).
 
     Raises:
         InvalidArgumentError: ``name`` is not a known backend.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,24 @@ def _resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` intra-op threads, then restore the previous count.
+
+    ``torch.set_num_threads`` is process-wide, so a per-Reranker setting can only hold for the
+    duration of its own forward passes (which the backend's lock already serialises).
+    """
+    previous = torch.get_num_threads()
+    if threads is None or threads == previous:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -67,7 +86,9 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, cross_encoder: Any, *, model_name: str, precision: str = "auto") -> None:
+    def __init__(
+        self, cross_encoder: Any, *, model_name: str, precision: str = "auto", threads: int | None = None
+    ) -> None:
         num_labels = cross_encoder.num_labels
         if num_labels != 1:
             labels = getattr(cross_encoder.config, "id2label", None)
@@ -91,6 +112,8 @@ class TorchBackend:
         self.device = str(cross_encoder.device)
         #: Compute precision actually used: "fp32", "fp16" or "bf16".
         self.precision = _resolve_precision(precision, self.device)
+        #: Threads for each forward pass (None: torch's process-wide setting).
+        self.threads = threads
         on_cuda = self.device.startswith("cuda")
         self.batch_overhead_tokens = _OVERHEAD_TOKENS["cuda" if on_cuda else "cpu"]
         self.default_batch_size = 128 if on_cuda else 32  # a CPU gains nothing from wider batches
@@ -106,6 +129,7 @@ class TorchBackend:
         *,
         device: str | None = None,
         precision: str = "auto",
+        threads: int | None = None,
         cache_folder: str | None = None,
         revision: str | None = None,
         token: str | bool | None = None,
@@ -117,6 +141,7 @@ class TorchBackend:
         Args:
             precision: ``"auto"`` (fp16 autocast on CUDA, fp32 elsewhere), ``"fp32"``, ``"fp16"``
                 (CUDA only) or ``"bf16"`` (autocast).
+            threads: CPU threads for each forward pass; None keeps torch's process-wide setting.
 
         Raises:
             InvalidArgumentError: Unknown ``precision``, or fp16 without CUDA.
@@ -144,7 +169,7 @@ class TorchBackend:
                 f"Cannot load model {source.name!r} with sentence-transformers: {type(err).__name__}: {err}",
                 model=source.name,
             ) from err
-        backend = cls(cross_encoder, model_name=source.name, precision=precision)
+        backend = cls(cross_encoder, model_name=source.name, precision=precision, threads=threads)
         # Same logits, less work: the last layer runs for the first token only (see first_token).
         hf_model = getattr(cross_encoder, "model", None)
         if isinstance(hf_model, torch.nn.Module):
@@ -156,7 +181,7 @@ class TorchBackend:
         features = {key: torch.from_numpy(value) for key, value in batch.as_dict().items()}
         # One forward at a time: the model is shared, and parallel forwards on a CPU only fight
         # over the same cores (torch already uses them all inside one call).
-        with self._lock, torch.inference_mode(), self._autocast():
+        with self._lock, _torch_threads(self.threads), torch.inference_mode(), self._autocast():
             features = {key: value.to(self._model.device) for key, value in features.items()}
             scores = self._model(features)["scores"]
         return scores.float().reshape(-1).cpu().numpy()
