@@ -93,9 +93,9 @@ def _flashrank(model: str) -> Scorer:
 def _flashrank_file(model: str, folder: Path) -> None:
     """FlashRank's layout: its int8 ONNX file next to the tokenizer files.
 
-    FlashRank's own files are standard int8 exports of whole models, so it gets crossrank's int8
-    recipe (fusions, 7-bit weights, FastGelu) minus what a standard export lacks: the last layer
-    is kept whole, not cut to the first token.
+    FlashRank's own files are standard int8 exports of whole models. So it gets crossrank's int8
+    recipe (fusions, 7-bit weights, FastGelu) with the last layer kept whole: the one part of
+    crossrank's graph that standard exports don't have (the first-token last layer) is left out.
     """
     import json
 
