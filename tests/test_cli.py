@@ -123,3 +123,11 @@ def test_rank_reports_bad_input_without_a_traceback(tiny_model_dir: Path, tmp_pa
     result = runner.invoke(app, ["rank", str(file), "-q", "   ", "-m", str(tiny_model_dir)])
     assert result.exit_code == 1
     assert "query is empty" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["rank", "eval"])
+def test_help_shows_the_batch_size_defaults(command: str) -> None:
+    # Square brackets in a help text are rich markup and vanish; the defaults must survive.
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "(default: 32 CPU, 128 CUDA" in result.output

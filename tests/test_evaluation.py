@@ -137,13 +137,17 @@ def test_unknown_dataset(tmp_path: Path) -> None:
 def test_cli_eval_json(own_trec_folder: Path, tiny_model_dir: Path) -> None:
     result = CliRunner().invoke(
         app,
-        ["eval", "--dataset", str(own_trec_folder), "-m", str(tiny_model_dir), "--depth", "3", "--json", "-"],
+        [
+            *("eval", "--dataset", str(own_trec_folder), "-m", str(tiny_model_dir), "--depth", "3"),
+            *("--threads", "1", "--json", "-"),
+        ],
         env={"COLUMNS": "200"},
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output[result.output.index('{\n  "dataset"') :])
     assert set(payload["metrics"]["3"]) == {"stage 1", "crossrank"}
     assert payload["settings"]["max_length"] == 128 and payload["timings"]["crossrank"]["pairs"] == 6
+    assert payload["settings"]["threads"] == 1
     assert "rerank stage-1 top 3" in result.output
 
 

@@ -226,7 +226,7 @@ def rank(
     min_score: Annotated[float | None, typer.Option(help="Drop documents scoring below this.")] = None,
     max_length: Annotated[int | None, typer.Option(min=2, help="Tokens per (query, document) pair.")] = None,
     batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Most pairs per forward pass [default: 32 CPU, 128 CUDA].")
+        int | None, typer.Option(min=1, help="Most pairs per forward pass (default: 32 CPU, 128 CUDA).")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -329,9 +329,13 @@ def eval_command(
     precision: Annotated[
         str, typer.Option(help="torch: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16.")
     ] = "auto",
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Threads per forward pass (default: the cores).")
+    ] = None,
     max_length: Annotated[int | None, typer.Option(min=8, help="Tokens per (query, document) pair.")] = None,
     batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Most pairs per forward pass [default: 32 CPU, 128 CUDA].")
+        int | None,
+        typer.Option(min=1, help="Most pairs per forward pass (default: 32 CPU, 128 CUDA, 4 int8)."),
     ] = None,
     long_documents: Annotated[str, typer.Option(help="truncate or windows.")] = "truncate",
     stride: Annotated[int | None, typer.Option(min=1, help="Window overlap in tokens.")] = None,
@@ -375,6 +379,7 @@ def eval_command(
             quantize=quantize,  # type: ignore[arg-type]
             device=device,
             precision=precision,  # type: ignore[arg-type]
+            threads=threads,
             max_length=max_length,
             batch_size=batch_size,
             long_documents=long_documents,
@@ -401,6 +406,7 @@ def eval_command(
         "quantize": quantize,
         "device": reranker.device,
         "precision": precision,
+        "threads": threads,
         "max_length": reranker.max_length,
         "long_documents": long_documents,
         "stride": stride,
