@@ -97,20 +97,11 @@ def _flashrank_file(model: str, folder: Path) -> None:
     recipe (fusions, 7-bit weights, FastGelu) with the last layer kept whole: the one part of
     crossrank's graph that standard exports don't have (the first-token last layer) is left out.
     """
-    import json
-
-    from crossrank.backends.onnx_export import export_onnx, optimize_onnx, quantize_onnx_int8
+    from crossrank.backends.onnx_export import build_onnx
 
     folder.mkdir(parents=True, exist_ok=True)
     config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
-    raw, fused = folder / "model_raw.onnx", folder / "model_fused.onnx"
-    try:
-        export_onnx(Path(model), raw, first_token_only=False)
-        optimize_onnx(raw, fused, config, approximate_gelu=True)
-        quantize_onnx_int8(fused, folder / "model.onnx")
-    finally:
-        raw.unlink(missing_ok=True)
-        fused.unlink(missing_ok=True)
+    build_onnx(Path(model), folder / "model.onnx", config, quantize="int8", first_token_only=False)
     for name in _MODEL_FILES:
         if (Path(model) / name).is_file():
             shutil.copy(Path(model) / name, folder / name)

@@ -185,11 +185,11 @@ def test_whole_last_layer_export_scores_the_same(
 ) -> None:
     import onnx
 
-    from crossrank.backends.onnx_export import export_onnx, optimize_onnx
+    from crossrank.backends.onnx_export import build_onnx
 
     config = json.loads((tiny_model_dir / "config.json").read_text())
-    export_onnx(tiny_model_dir, tmp_path / "raw.onnx", first_token_only=False)
-    optimize_onnx(tmp_path / "raw.onnx", tmp_path / "whole.onnx", config)
+    build_onnx(tiny_model_dir, tmp_path / "whole.onnx", config, first_token_only=False)
+    assert [path.name for path in tmp_path.iterdir()] == ["whole.onnx"]  # no intermediate files left
     ops = [node.op_type for node in onnx.load(str(tmp_path / "whole.onnx")).graph.node]
     assert ops.count("Attention") == 2  # both layers fused: nothing cut to the first token
     whole = Reranker(tiny_model_dir, backend="onnx", onnx_file=str(tmp_path / "whole.onnx"))

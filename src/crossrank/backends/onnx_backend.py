@@ -269,23 +269,9 @@ def _cached_onnx(model_dir: Path, name: str, config: dict[str, Any], quantize: s
         raise BackendUnavailableError(
             "exporting to ONNX needs the onnx package: pip install 'crossrank[onnx]'"
         ) from err
-    from crossrank.backends.onnx_export import export_onnx, optimize_onnx, quantize_onnx_int8
+    from crossrank.backends.onnx_export import build_onnx
 
     folder.mkdir(parents=True, exist_ok=True)
     logger.warning("Exporting %r to ONNX (once; cached in %s).", name, folder)
-    raw = folder / f"model_raw_{os.getpid()}_{threading.get_ident()}.onnx"  # private to this export
-    try:
-        export_onnx(model_dir, raw)
-        if quantize == "int8":
-            # Each file is built from the raw export: int8 uses the approximate GELU, fp32 the exact.
-            fast = raw.with_name(raw.stem + "_fastgelu.onnx")
-            try:
-                optimize_onnx(raw, fast, config, approximate_gelu=True)
-                quantize_onnx_int8(fast, wanted)
-            finally:
-                fast.unlink(missing_ok=True)
-        else:
-            optimize_onnx(raw, wanted, config)
-    finally:
-        raw.unlink(missing_ok=True)
+    build_onnx(model_dir, wanted, config, quantize=quantize)
     return wanted

@@ -21,12 +21,13 @@ import contextlib
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["export_onnx", "optimize_onnx", "quantize_onnx_int8"]
+__all__ = ["build_onnx", "export_onnx", "optimize_onnx", "quantize_onnx_int8"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,36 @@ def _atomic_target(path: Path) -> Path:
     os.close(handle)
     os.chmod(name, 0o644)  # mkstemp makes it private; the cache is meant to be shared like HF's
     return Path(name)
+
+
+def build_onnx(
+    model_dir: Path,
+    target: Path,
+    config: dict[str, Any],
+    *,
+    quantize: str | None = None,
+    first_token_only: bool = True,
+) -> None:
+    """The whole recipe, from the model in ``model_dir`` to the ONNX file ``target``.
+
+    Export, then fuse; with ``quantize="int8"`` fuse with the approximate GELU and quantise (the
+    fp32 file keeps the exact GELU). The intermediate files sit next to ``target`` under names
+    private to this process and thread, and are removed whatever happens.
+    """
+    raw = target.with_name(f"{target.stem}_raw_{os.getpid()}_{threading.get_ident()}.onnx")
+    try:
+        export_onnx(model_dir, raw, first_token_only=first_token_only)
+        if quantize == "int8":
+            fast = raw.with_name(raw.stem + "_fastgelu.onnx")
+            try:
+                optimize_onnx(raw, fast, config, approximate_gelu=True)
+                quantize_onnx_int8(fast, target)
+            finally:
+                fast.unlink(missing_ok=True)
+        else:
+            optimize_onnx(raw, target, config)
+    finally:
+        raw.unlink(missing_ok=True)
 
 
 def export_onnx(model_dir: Path, target: Path, *, first_token_only: bool = True) -> None:
