@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import threading
@@ -24,11 +25,28 @@ from crossrank import (
 # ----------------------------------------------------------------------------- input errors
 
 
-@pytest.mark.parametrize("query", ["", "   ", "\n\t"])
-def test_blank_query(tiny_reranker: Reranker, query: str) -> None:
-    with pytest.raises(EmptyQueryError, match="query is empty"):
-        tiny_reranker.rank(query, ["a document"])
-    assert issubclass(EmptyQueryError, ValueError) and issubclass(EmptyQueryError, CrossrankError)
+def test_the_error_tree() -> None:
+    """What errors.py documents: one base class, and the built-in each input error also is."""
+    import crossrank.errors
+
+    for name in crossrank.errors.__all__:
+        assert issubclass(getattr(crossrank.errors, name), CrossrankError)
+    assert issubclass(InvalidArgumentError, ValueError) and issubclass(EmptyQueryError, InvalidArgumentError)
+    assert issubclass(DocumentTypeError, TypeError) and not issubclass(DocumentTypeError, ValueError)
+    assert issubclass(UnsupportedModelError, ModelLoadError)
+    assert issubclass(crossrank.errors.BackendUnavailableError, ImportError)
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\n\t", "\x00", "\u200b", "\ufffd", " \u200b\u200b "])
+def test_a_query_without_tokens_is_blank(tiny_reranker: Reranker, query: str) -> None:
+    # "\x00", zero-width spaces and U+FFFD pass str.strip() but tokenise to nothing: ranking
+    # documents against them would be a confident, meaningless ranking.
+    assert tiny_reranker.count_tokens(query) == 0
+    for call in (tiny_reranker.rank, tiny_reranker.score):
+        with pytest.raises(EmptyQueryError, match="query has no tokens"):
+            call(query, ["a document"])
+    with pytest.raises(EmptyQueryError, match=re.escape("requests[1]: query has no tokens")):
+        tiny_reranker.score_batch([("flea", ["a"]), (query, ["a"])])
 
 
 def test_blank_query_is_an_error_even_without_documents(tiny_reranker: Reranker) -> None:
@@ -47,7 +65,6 @@ def test_document_not_a_string_names_its_index(tiny_reranker: Reranker, bad: obj
     docs = ["fine", "also fine", bad]
     with pytest.raises(DocumentTypeError, match=re.escape(f"documents[2] is {type(bad).__name__}")):
         tiny_reranker.rank("query", docs)  # type: ignore[list-item]
-    assert isinstance(DocumentTypeError("x"), TypeError)
 
 
 def test_single_string_instead_of_a_list(tiny_reranker: Reranker) -> None:
@@ -64,7 +81,6 @@ def test_documents_not_iterable(tiny_reranker: Reranker) -> None:
 def test_bad_top_n(tiny_reranker: Reranker, top_n: object) -> None:
     with pytest.raises(InvalidArgumentError, match="top_n must be a positive int"):
         tiny_reranker.rank("query", ["a"], top_n=top_n)  # type: ignore[arg-type]
-    assert isinstance(InvalidArgumentError("x"), ValueError)
 
 
 async def test_async_paths_raise_the_same_errors(tiny_reranker: Reranker) -> None:
@@ -79,6 +95,75 @@ async def test_async_paths_raise_the_same_errors(tiny_reranker: Reranker) -> Non
 def test_nan_min_score(tiny_reranker: Reranker) -> None:
     with pytest.raises(InvalidArgumentError, match="min_score"):
         tiny_reranker.rank("query", ["a"], min_score=float("nan"))
+
+
+def test_numbers_from_numpy_are_numbers(tiny_reranker: Reranker) -> None:
+    import numpy as np
+
+    docs = ["flea", "tea", "paris"]
+    expected = tiny_reranker.rank("flea", docs, top_n=2, min_score=-100.0)
+    assert tiny_reranker.rank("flea", docs, top_n=np.int64(2), min_score=np.float32(-100.0)) == expected
+    with pytest.raises(InvalidArgumentError, match="min_score"):
+        tiny_reranker.rank("flea", docs, min_score=np.float64("nan"))
+    with pytest.raises(InvalidArgumentError, match="top_n"):
+        tiny_reranker.rank("flea", docs, top_n=np.bool_(True))
+
+
+@pytest.mark.parametrize("normalize", ["no", "yes", 1, 0, None])
+def test_normalize_must_be_a_bool(tiny_reranker: Reranker, normalize: object) -> None:
+    # bool("no") is True: a string must not silently turn normalisation on.
+    for call in (tiny_reranker.rank, tiny_reranker.score):
+        with pytest.raises(InvalidArgumentError, match="normalize must be True or False"):
+            call("flea", ["a"], normalize=normalize)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("unordered", [{"fleas", "paris"}, frozenset({"a"}), {"a": 1}, {"a": "b"}.keys()])
+def test_unordered_documents_are_refused(tiny_reranker: Reranker, unordered: object) -> None:
+    # A result's index would follow the set's arbitrary order: mapping it back would be wrong.
+    with pytest.raises(DocumentTypeError, match="must be ordered"):
+        tiny_reranker.rank("flea", unordered)  # type: ignore[arg-type]
+
+
+def test_a_lone_surrogate_is_scored_not_a_crash(tiny_reranker: Reranker, caplog) -> None:
+    # json.loads of JavaScript-made JSON gives a cut emoji as a lone surrogate; the Rust
+    # tokenizer refuses such a str with a TypeError that names no document.
+    broken = json.loads('"fleas \\ud83d live"')
+    docs = ["paris", broken, "fleas live"]
+    with caplog.at_level("WARNING", logger="crossrank"):
+        scores = tiny_reranker.score("flea", docs)
+    assert scores == tiny_reranker.score("flea", ["paris", "fleas \ufffd live", "fleas live"])
+    assert "[1]" in caplog.text and "surrogate" in caplog.text
+    assert tiny_reranker.rank(broken, docs, top_n=None)[0].text in docs  # in the query too
+    assert docs[1] is broken  # the caller's str is left alone
+
+
+def test_bad_requests_name_the_request(tiny_reranker: Reranker) -> None:
+    with pytest.raises(DocumentTypeError, match=re.escape("requests[1]: documents[0] is int")):
+        tiny_reranker.score_batch([("flea", ["a"]), ("flea", [3])])  # type: ignore[list-item]
+    with pytest.raises(DocumentTypeError, match=re.escape("requests[0] must be a (query, documents) pair")):
+        tiny_reranker.rank_batch(["flea"])  # type: ignore[list-item]
+    with pytest.raises(DocumentTypeError, match="requests must be a list"):
+        tiny_reranker.score_batch("flea")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="row-aligned"):
+        tiny_reranker.score_pairs(["flea", "tea"], ["a"])
+    with pytest.raises(EmptyQueryError, match=re.escape("queries[1]")):
+        tiny_reranker.score_pairs(["flea", " "], ["a", "b"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model": None}, "model: Input should be a valid string"),
+        ({"quantize": "int8"}, "quantize applies to backend='onnx' only"),
+        ({"backend": "onnx", "precision": "bf16"}, "applies to backend='torch'"),
+        ({"stride": 16}, "stride applies to long_documents='windows'"),
+        ({"normalize": "maybe"}, "normalize"),
+    ],
+)
+def test_constructor_errors_are_typed_and_name_the_option(kwargs: dict, message: str) -> None:
+    # Checked before any loading: no model is touched.
+    with pytest.raises(InvalidArgumentError, match=re.escape(message)):
+        Reranker(**{"model": "no/such-model", "local_files_only": True, **kwargs})
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Property tests: whatever the input, the caller's arguments come back untouched."""
+"""Property tests: whatever the input, the caller's arguments come back untouched and every
+document is accounted for."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from crossrank import EmptyQueryError, Reranker
 
 texts = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60)
-words = st.sampled_from(["flea", "fleas", "live", "a", "year", "paris", "tower", "tea", "", "  "])
+words = st.sampled_from(["flea", "fleas", "live", "a", "year", "paris", "tower", "tea", "", "  ", "\u200b"])
 documents = st.lists(st.one_of(texts, words), max_size=12).flatmap(
     lambda docs: st.just(docs + docs[: len(docs) // 2])  # with duplicates
 )
@@ -30,26 +31,50 @@ def test_rank_never_mutates_and_accounts_for_every_document(
     try:
         ranking = tiny_reranker.rank(query, docs, top_n=top_n)
     except EmptyQueryError:
-        assert not query.strip()
+        # Blank means "no tokens": the query's text gives the model nothing to read.
+        assert tiny_reranker.count_tokens(query) == 0
         return
+    assert tiny_reranker.count_tokens(query) > 0
     assert docs == before and [id(doc) for doc in docs] == ids
-    expected = len(docs) if top_n is None else min(top_n, len(docs))
-    assert len(ranking) == expected == min(expected, ranking.num_candidates)
+    assert ranking.num_candidates == len(docs) and ranking.num_below_min_score == 0
+    assert len(ranking) == (len(docs) if top_n is None else min(top_n, len(docs)))
     assert len({hit.index for hit in ranking}) == len(ranking)
     for hit in ranking:
         assert hit.text is docs[hit.index]
         assert type(hit.score) is float
     scores = [hit.score for hit in ranking]
     assert scores == sorted(scores, reverse=True)
+    # Identical texts share one score, so their order is input order, not float noise.
+    for a in ranking:
+        for b in ranking:
+            if a.text == b.text:
+                assert a.score == b.score and (a.index < b.index) == (ranking.index(a) < ranking.index(b))
 
 
 @settings_
-@given(query=words.filter(str.strip), docs=documents)
+@given(
+    requests=st.lists(st.tuples(words.filter(str.strip).filter(lambda w: w != "\u200b"), documents), max_size=5)
+)
+def test_batches_never_mutate_and_equal_one_call_per_request(tiny_reranker: Reranker, requests) -> None:
+    before = copy.deepcopy(requests)
+    batch = tiny_reranker.score_batch(requests)
+    assert requests == before
+    assert len(batch) == len(requests)
+    for (query, docs), scores in zip(requests, batch, strict=True):
+        alone = tiny_reranker.score(query, docs)
+        assert len(scores) == len(docs)
+        assert all(abs(a - b) <= 1e-5 for a, b in zip(scores, alone, strict=True))
+    rankings = tiny_reranker.rank_batch(requests, top_n=None)
+    assert [ranking.num_candidates for ranking in rankings] == [len(docs) for _, docs in requests]
+
+
+@settings_
+@given(query=words.filter(str.strip).filter(lambda w: w != "\u200b"), docs=documents)
 def test_async_never_mutates(tiny_reranker: Reranker, query, docs) -> None:
     before = copy.copy(docs)
     scores = asyncio.run(tiny_reranker.ascore(query, docs))
     assert docs == before
-    assert len(scores) == len(docs)
+    assert scores == tiny_reranker.score(query, docs)
 
 
 @settings_

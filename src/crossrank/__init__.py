@@ -21,7 +21,7 @@ from crossrank.errors import (
     ScoringError,
     UnsupportedModelError,
 )
-from crossrank.reranker import USE_DEFAULT, Reranker
+from crossrank.reranker import USE_DEFAULT, Reranker, RerankRequest
 from crossrank.results import RankedDocument, Ranking
 
 __version__ = "0.1.0"
@@ -37,6 +37,7 @@ __all__ = [
     "ModelLoadError",
     "RankedDocument",
     "Ranking",
+    "RerankRequest",
     "Reranker",
     "RerankerConfig",
     "ScoringError",

@@ -1,4 +1,19 @@
-"""Settings for building a :class:`crossrank.Reranker` from keyword arguments, a dict, YAML or env."""
+"""Every option of a :class:`crossrank.Reranker`, declared once.
+
+:class:`RerankerConfig` is the single declaration of crossrank's options: their types, defaults,
+help text and environment variables. Everything else derives from it: ``Reranker(...)`` validates
+its keyword arguments with it, :meth:`Reranker.to_config` returns one, the command line builds
+its ``--options`` from its fields (:func:`crossrank.cli` reads :data:`OPTION_GROUPS`), and the
+README's table of environment variables is checked against it by the tests.
+
+Where values come from:
+
+* ``RerankerConfig(...)``, :meth:`RerankerConfig.from_yaml`, the command line and the server read
+  the environment (``CROSSRANK_<FIELD>``): configuration-driven faces take configuration from
+  where operators put it.
+* ``Reranker(...)`` called in code takes **only its arguments**: a constructor call means what
+  it says, whatever the environment holds. Use ``Reranker.from_config()`` to read the environment.
+"""
 
 from __future__ import annotations
 
@@ -6,63 +21,154 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PositiveInt
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic import Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
-__all__ = ["DEFAULT_MODEL", "RerankerConfig"]
+from crossrank.errors import InvalidArgumentError
+
+__all__ = ["DEFAULT_MODEL", "ENV_PREFIX", "OPTION_GROUPS", "RerankerConfig", "env_name"]
 
 #: The model ``Reranker()`` loads when none is named.
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
+#: Environment variables are the field names in upper case after this prefix.
+ENV_PREFIX = "CROSSRANK_"
+
+#: The options by what they are about; the CLI shows them in these groups, and a subcommand
+#: that doesn't rank (``crossrank eval``) leaves out the ``ranking`` group.
+OPTION_GROUPS: dict[str, tuple[str, ...]] = {
+    "model": ("model", "revision", "local_files_only", "cache_folder", "trust_remote_code"),
+    "engine": (
+        "backend",
+        "device",
+        "precision",
+        "quantize",
+        "onnx_file",
+        "threads",
+        "batch_size",
+        "max_length",
+        "long_documents",
+        "stride",
+    ),
+    "ranking": ("top_n", "normalize", "min_score"),
+}
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a field: ``env_name("top_n") == "CROSSRANK_TOP_N"``."""
+    return f"{ENV_PREFIX}{field.upper()}"
 
 
 class RerankerConfig(BaseSettings):
     """Everything needed to build a :class:`crossrank.Reranker`, validated.
 
     Values come from, highest priority first: keyword arguments, environment variables
-    (``CROSSRANK_MODEL``, ``CROSSRANK_TOP_N``, ``CROSSRANK_NORMALIZE``, ... — the field name in
-    upper case after ``CROSSRANK_``), a YAML file when built with :meth:`from_yaml`, then the
-    defaults below. An invalid value raises ``pydantic.ValidationError`` naming the field; an
-    unknown key is an error too, so typos don't pass silently.
+    (``CROSSRANK_MODEL``, ``CROSSRANK_TOP_N``, ... — the field name in upper case after
+    ``CROSSRANK_``), a YAML file when built with :meth:`from_yaml`, then the defaults below. An
+    invalid value raises ``pydantic.ValidationError`` naming the field; an unknown key is an error
+    too, so typos don't pass silently; so is an option of one backend given to another
+    (``quantize`` with ``backend="torch"``).
 
     Example:
         >>> from crossrank import RerankerConfig
         >>> RerankerConfig(top_n=5, normalize=True).top_n
         5
-        >>> RerankerConfig.model_validate({"model": "/models/my-ce", "min_score": 0.2}).min_score
+        >>> RerankerConfig(model="/models/my-ce", min_score=0.2).min_score
         0.2
+        >>> RerankerConfig(backend="torch", quantize="int8")
+        Traceback (most recent call last):
+        ...
+        pydantic_core._pydantic_core.ValidationError: 1 validation error for RerankerConfig
+          Value error, quantize applies to backend='onnx' only (backend='torch') ...
     """
 
-    model_config = SettingsConfigDict(env_prefix="CROSSRANK_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, validate_default=True
+    )
 
-    model: str = Field(
-        DEFAULT_MODEL, description="Hugging Face hub id or local directory of a cross-encoder."
+    # ---------------------------------------------------------------- model: what to load
+    model: str = Field(DEFAULT_MODEL, description="Cross-encoder: Hugging Face hub id or local directory.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to load.")
+    local_files_only: bool = Field(
+        False, description="Never contact the hub: a local directory or the Hugging Face cache only."
     )
-    backend: Literal["torch", "onnx"] = Field("torch", description="Engine that runs the model.")
-    quantize: Literal["int8"] | None = Field(None, description="backend='onnx': int8 dynamic quantisation.")
-    onnx_file: str | None = Field(None, description="backend='onnx': a ready ONNX file in the model repo.")
-    threads: PositiveInt | None = Field(None, description="Threads one forward pass may use (torch or ONNX).")
-    device: str | None = Field(None, description="'cpu', 'cuda', 'cuda:1', ...; None picks CUDA if present.")
+    cache_folder: str | None = Field(
+        None, description="Hugging Face cache folder (default: the standard one)."
+    )
+    trust_remote_code: bool = Field(False, description="Allow custom model code from the hub (torch only).")
+
+    # ---------------------------------------------------------------- engine: how to run it
+    backend: str = Field("torch", description="Engine that runs the model: torch or onnx.")
+    device: str | None = Field(
+        None, description="cpu, cuda, cuda:1, ...; default: CUDA if present, else CPU."
+    )
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="backend='torch': compute precision; 'auto' is fp16 on CUDA, fp32 on CPU."
+        "auto", description="torch: compute precision; auto is fp16 on CUDA, fp32 on CPU."
     )
-    top_n: PositiveInt | None = Field(3, description="How many documents rank() returns; None returns all.")
-    max_length: PositiveInt | None = Field(
-        None, description="Most tokens per (query, document) pair; None uses the model's limit."
+    quantize: Literal["int8"] | None = Field(None, description="onnx: int8 dynamic quantisation.")
+    onnx_file: str | None = Field(
+        None, description="onnx: a ready ONNX file inside the model folder or repo."
+    )
+    threads: PositiveInt | None = Field(
+        None, description="Threads per forward pass; default: the CPUs this process may use."
     )
     batch_size: PositiveInt | None = Field(
-        None, description="Most pairs per forward pass; None: 32 on CPU, 128 on CUDA, 4 for int8."
+        None, description="Most pairs per forward pass; default: 32 on CPU, 128 on CUDA, 4 for int8."
+    )
+    max_length: PositiveInt | None = Field(
+        None, description="Most tokens per (query, document) pair; default: the model's limit."
     )
     long_documents: Literal["truncate", "windows"] = Field(
-        "truncate", description="Cut long documents at the end, or score them in overlapping windows (MaxP)."
+        "truncate", description="Long documents: cut at the end, or score overlapping windows (MaxP)."
     )
-    stride: PositiveInt | None = Field(None, description="Tokens shared by consecutive windows.")
-    normalize: bool = Field(False, description="Return sigmoid(logit) in 0-1 instead of raw logits.")
+    stride: PositiveInt | None = Field(
+        None, description="windows: tokens shared by consecutive windows; default: a quarter window."
+    )
+
+    # ---------------------------------------------------------------- ranking: defaults of rank()
+    top_n: PositiveInt | None = Field(3, description="How many documents rank() returns; None: all.")
+    normalize: bool = Field(False, description="Scores as sigmoid(logit) in 0-1 instead of raw logits.")
     min_score: float | None = Field(
-        None, description="Drop documents scoring below this (on the scale chosen by `normalize`)."
+        None, allow_inf_nan=False, description="Drop documents scoring below this (on the normalize scale)."
     )
-    local_files_only: bool = Field(
-        False, description="Never contact the hub; use local files or the HF cache."
-    )
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _path_as_str(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        from crossrank.backends import backend_names
+
+        if value not in backend_names():
+            raise ValueError(f"unknown backend {value!r}; choose one of {', '.join(backend_names())}")
+        return value
+
+    @model_validator(mode="after")
+    def _options_fit_together(self) -> RerankerConfig:
+        """Options of one backend or mode given to another are refused here, in one place."""
+        onnx_only = [name for name in ("quantize", "onnx_file") if getattr(self, name) is not None]
+        if self.backend != "onnx" and onnx_only:
+            raise ValueError(
+                f"{', '.join(onnx_only)} applies to backend='onnx' only (backend={self.backend!r})"
+            )
+        if self.backend == "onnx" and self.precision not in ("auto", "fp32"):
+            raise ValueError(
+                f"precision={self.precision!r} applies to backend='torch'; backend='onnx' runs fp32, "
+                "or int8 with quantize='int8'"
+            )
+        if self.backend == "onnx" and self.trust_remote_code:
+            raise ValueError("trust_remote_code applies to backend='torch' only")
+        if self.stride is not None and self.long_documents != "windows":
+            raise ValueError("stride applies to long_documents='windows' only")
+        return self
 
     @classmethod
     def from_yaml(
@@ -78,21 +184,74 @@ class RerankerConfig(BaseSettings):
 
         Raises:
             FileNotFoundError: ``path`` does not exist.
+            InvalidArgumentError: ``section`` is not a top-level key of the file.
             pydantic.ValidationError: A value is invalid or a key is unknown.
 
         Example:
-            A file ``app.yaml``::
-
-                reranker:
-                  model: cross-encoder/ms-marco-MiniLM-L6-v2
-                  top_n: 5
-                  normalize: true
-
-            ``RerankerConfig.from_yaml("app.yaml", section="reranker")``.
+            >>> import pathlib, tempfile
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "app.yaml"
+            >>> _ = path.write_text("reranker:\\n  top_n: 5\\n  normalize: true\\n")
+            >>> RerankerConfig.from_yaml(path, section="reranker").top_n
+            5
         """
         file = Path(path)
         if not file.is_file():
             raise FileNotFoundError(f"crossrank config file not found: {str(file)!r}")
+        if section is not None:
+            import yaml
+
+            document = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+            if not isinstance(document, dict) or not isinstance(document.get(section), dict):
+                found = ", ".join(map(str, document)) if isinstance(document, dict) else "no sections"
+                raise InvalidArgumentError(
+                    f"{str(file)!r} has no section {section!r} holding the reranker's settings "
+                    f"(top-level keys: {found or 'none'})"
+                )
         from_file = YamlConfigSettingsSource(cls, yaml_file=file, yaml_config_section=section)()
         from_env = EnvSettingsSource(cls)()
         return cls(**{**from_file, **from_env, **overrides})
+
+    @classmethod
+    def from_arguments(cls, **values: Any) -> RerankerConfig:
+        """Validate ``values`` alone, without reading the environment (what ``Reranker(...)`` does).
+
+        Raises:
+            InvalidArgumentError: A value is invalid or options don't fit together; the message
+                names the field.
+
+        Example:
+            >>> RerankerConfig.from_arguments(top_n=0)
+            Traceback (most recent call last):
+            ...
+            crossrank.errors.InvalidArgumentError: top_n: Input should be greater than 0 (got 0)
+        """
+        try:
+            return _ArgumentsOnly(**values)
+        except ValidationError as err:
+            raise InvalidArgumentError(describe_validation_error(err)) from None
+
+
+class _ArgumentsOnly(RerankerConfig):
+    """A :class:`RerankerConfig` validated from its keyword arguments only (no environment)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """One line per problem, ``field: message (got value)``, instead of pydantic's layout."""
+    lines = []
+    for problem in err.errors(include_url=False):
+        where = ".".join(str(part) for part in problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        got = "" if problem["type"] in ("value_error", "missing") else f" (got {problem.get('input')!r})"
+        lines.append(f"{where}: {message}{got}" if where else f"{message}{got}")
+    return "; ".join(lines)

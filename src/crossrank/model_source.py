@@ -51,7 +51,8 @@ def _looks_like_path(model: str) -> bool:
 
 def _cache_hint(model: str) -> str:
     return (
-        f"To use it offline, pass a local directory (Reranker(model='/path/to/{model.split('/')[-1]}')), "
+        "To use it offline, name a local directory as the model "
+        f"(Reranker('/path/to/{model.split('/')[-1]}'), `--model DIR` or CROSSRANK_MODEL=DIR), "
         f"or fill the Hugging Face cache on a connected machine (`hf download {model}`) and point "
         "HF_HOME / HF_HUB_CACHE at it on this one."
     )

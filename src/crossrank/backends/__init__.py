@@ -3,13 +3,16 @@
 A backend does one thing: given padded token ids (an :class:`~crossrank.encoding.EncodedBatch`),
 return one float32 logit per row. Everything else (validation, tokenisation, batching,
 normalisation, ranking, async) lives in :class:`crossrank.Reranker`, so a new engine (ONNX
-Runtime, a GPU server, a Ray actor) only implements :class:`Backend` and is registered in
-:func:`load_backend`.
+Runtime, a GPU server, a Ray actor) only implements :class:`Backend`: pass an instance to
+:meth:`crossrank.Reranker.from_backend`, or register a loader by name with
+:func:`register_backend`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, runtime_checkable
+import importlib
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -18,11 +21,7 @@ from crossrank.encoding import EncodedBatch
 from crossrank.errors import InvalidArgumentError
 from crossrank.model_source import ModelSource
 
-__all__ = ["BACKENDS", "Backend", "BackendName", "load_backend"]
-
-BackendName = Literal["torch", "onnx"]
-#: Names accepted by ``Reranker(backend=...)``.
-BACKENDS: tuple[str, ...] = ("torch", "onnx")
+__all__ = ["Backend", "backend_names", "load_backend", "register_backend"]
 
 
 @runtime_checkable
@@ -39,6 +38,10 @@ class Backend(Protocol):
         batch_overhead_tokens: What one more forward pass costs, in padded tokens; the batch
             planner (:func:`crossrank.encoding.plan_batches`) trades padding against passes with it.
         default_batch_size: Most pairs per forward pass when the user sets no ``batch_size``.
+        batch_invariant: True when a row's logit does not depend on its batch-mates beyond float
+            rounding (fp32, fp16). False for engines that quantise activations per batch (ONNX
+            int8): crossrank then never puts pairs of different requests in one batch, so a
+            request scores the same whatever it is batched with. Optional; defaults to True.
     """
 
     name: str
@@ -58,11 +61,48 @@ class Backend(Protocol):
         ...
 
 
+#: Registered engines by name: a loader ``(source, *, device, **options) -> Backend``, or the
+#: ``"module:attribute"`` path of one (imported on first use, so torch isn't imported to run ONNX).
+_LOADERS: dict[str, Callable[..., Backend] | str] = {
+    "torch": "crossrank.backends.torch_backend:TorchBackend.load",
+    "onnx": "crossrank.backends.onnx_backend:OnnxBackend.load",
+}
+
+
+def register_backend(name: str, loader: Callable[..., Backend] | str) -> None:
+    """Make ``Reranker(model, backend=name)`` (and ``RerankerConfig(backend=name)``) load with ``loader``.
+
+    Args:
+        name: The backend's name, e.g. ``"openvino"``.
+        loader: ``loader(source, *, device, **options) -> Backend``, where ``source`` is a
+            :class:`~crossrank.model_source.ModelSource` and ``options`` are the loader options
+            (``threads``, ``cache_folder``, ``revision``, ``token``, ``trust_remote_code``,
+            ``model_kwargs``) and the backend-specific ones the config holds; or the
+            ``"module:attribute"`` path of such a callable.
+
+    A ready engine can also be passed as is: ``Reranker.from_backend(engine)``.
+
+    Example:
+        >>> from crossrank.backends import backend_names, register_backend
+        >>> register_backend("torch-again", "crossrank.backends.torch_backend:TorchBackend.load")
+        >>> "torch-again" in backend_names()
+        True
+    """
+    if not name or not isinstance(name, str):
+        raise InvalidArgumentError(f"a backend name must be a non-empty str, got {name!r}")
+    _LOADERS[name] = loader
+
+
+def backend_names() -> tuple[str, ...]:
+    """Names accepted by ``Reranker(backend=...)``: the built-in ones and those registered."""
+    return tuple(_LOADERS)
+
+
 def load_backend(name: str, source: ModelSource, *, device: str | None, **options: Any) -> Backend:
     """Load the model behind ``source`` with the backend called ``name``.
 
     Args:
-        name: One of :data:`BACKENDS`.
+        name: One of :func:`backend_names`.
         source: Where the model's files are (see :func:`crossrank.model_source.resolve_model_source`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``None`` to pick the best available.
         **options: Loader options (``cache_folder``, ``revision``, ``token``, ``threads``...) and
@@ -72,12 +112,12 @@ def load_backend(name: str, source: ModelSource, *, device: str | None, **option
         InvalidArgumentError: ``name`` is not a known backend.
         ModelLoadError: The model could not be loaded.
     """
-    if name == "torch":
-        from crossrank.backends.torch_backend import TorchBackend
-
-        return TorchBackend.load(source, device=device, **options)
-    if name == "onnx":
-        from crossrank.backends.onnx_backend import OnnxBackend
-
-        return OnnxBackend.load(source, device=device, **options)
-    raise InvalidArgumentError(f"Unsupported backend {name!r}; choose one of {', '.join(BACKENDS)}.")
+    loader = _LOADERS.get(name)
+    if loader is None:
+        raise InvalidArgumentError(f"Unsupported backend {name!r}; choose one of {', '.join(_LOADERS)}.")
+    if isinstance(loader, str):
+        module_name, _, attribute = loader.partition(":")
+        loader = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            loader = getattr(loader, part)
+    return loader(source, device=device, **options)  # type: ignore[operator]
