@@ -37,7 +37,7 @@ def pad_with_other_passages(
 ) -> EvalDataset:
     """Put at least ``pad_tokens`` tokens of other queries' passages before every candidate."""
     rng = random.Random(seed)
-    tokenizer = reranker._encoder._tokenizer  # the model's own tokenizer, to size the filler exactly
+    tokenizer = reranker.encoder.tokenizer  # the model's own tokenizer, to size the filler exactly
     pool = {qid: [c.text for c in candidates] for qid, candidates in dataset.candidates.items()}
     padded = {}
     for qid, candidates in dataset.candidates.items():

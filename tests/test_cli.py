@@ -22,6 +22,7 @@ def offline_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.delenv("CROSSRANK_MODEL", raising=False)
     monkeypatch.delenv("CROSSRANK_DEMO_FALLBACK_MODEL", raising=False)
+    monkeypatch.delenv("CROSSRANK_TOP_N", raising=False)
 
 
 def _table_ids(output: str) -> list[str]:
@@ -122,12 +123,102 @@ def test_rank_reports_bad_input_without_a_traceback(tiny_model_dir: Path, tmp_pa
     file.write_text("a\nb\n")
     result = runner.invoke(app, ["rank", str(file), "-q", "   ", "-m", str(tiny_model_dir)])
     assert result.exit_code == 1
-    assert "query is empty" in result.output and "Traceback" not in result.output
+    assert "query has no tokens" in result.output and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("command", ["rank", "eval"])
-def test_help_shows_the_batch_size_defaults(command: str) -> None:
-    # Square brackets in a help text are rich markup and vanish; the defaults must survive.
-    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
-    assert result.exit_code == 0
-    assert "(default: 32 CPU, 128 CUDA" in result.output
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "is a directory"),
+        ('{"text": "fine"}\n{"text": "broken\n', "docs.jsonl:2: not valid JSON"),
+        (
+            '{"text": "fine"}\n{"title": "no text"}\n',
+            "docs.jsonl:2: expected a JSON object with a string 'text'",
+        ),
+        (b"\xff\xfe bad bytes", "not UTF-8"),
+    ],
+)
+def test_rank_names_the_file_and_line_at_fault(tiny_model_dir, tmp_path: Path, content, message) -> None:
+    file = tmp_path / "docs.jsonl"
+    if content is None:
+        file.mkdir()
+    elif isinstance(content, bytes):
+        file.write_bytes(content)
+    else:
+        file.write_text(content)
+    result = runner.invoke(app, ["rank", str(file), "-q", "flea", "-m", str(tiny_model_dir)])
+    assert result.exit_code == 1, result.output
+    assert message in result.output.replace("\n", "") and "Traceback" not in result.output
+
+
+def test_rank_json_is_json_only_and_output_writes_a_file(tiny_model_dir: Path, tmp_path: Path) -> None:
+    file = tmp_path / "docs.txt"
+    file.write_text("fleas live a year\nparis\ntea\n")
+    out = tmp_path / "out.json"
+    args = ["rank", str(file), "-q", "flea", "-m", str(tiny_model_dir), "--long-documents", "windows"]
+    result = runner.invoke(app, [*args, "--json", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == json.loads(out.read_text())
+    table = runner.invoke(app, [*args, "-o", str(out)], env={"COLUMNS": "200"})
+    assert "3 of 3 documents" in table.stdout and json.loads(out.read_text())["num_candidates"] == 3
+
+
+def test_environment_and_config_file_apply_to_every_option(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """One rule: the CLI takes any RerankerConfig field from CROSSRANK_* and from --config."""
+    file = tmp_path / "docs.txt"
+    file.write_text("fleas live a year\nparis\ntea\ncoffee\n")
+    env = {"CROSSRANK_MODEL": str(tiny_model_dir), "CROSSRANK_TOP_N": "2", "CROSSRANK_NORMALIZE": "true"}
+    payload = json.loads(runner.invoke(app, ["rank", str(file), "-q", "flea", "--json"], env=env).stdout)
+    assert len(payload["results"]) == 2 and all(0 < hit["score"] < 1 for hit in payload["results"])
+    settings = tmp_path / "app.yaml"
+    settings.write_text(f"llm: {{}}\nreranker:\n  model: {tiny_model_dir}\n  top_n: 1\n")
+    args = [
+        "rank",
+        str(file),
+        "-q",
+        "flea",
+        "--json",
+        "--config",
+        str(settings),
+        "--config-section",
+        "reranker",
+    ]
+    assert len(json.loads(runner.invoke(app, args).stdout)["results"]) == 1
+    assert len(json.loads(runner.invoke(app, [*args, "-n", "3"]).stdout)["results"]) == 3  # options win
+    bad = runner.invoke(app, args, env={"CROSSRANK_TOP_N": "zero"})
+    assert bad.exit_code == 1 and "top_n" in bad.output and "Traceback" not in bad.output
+    missing = runner.invoke(app, [*args[:-1], "retriever"])
+    assert missing.exit_code == 1 and "no section 'retriever'" in missing.output
+
+
+def test_every_subcommand_derives_the_same_options_from_the_config() -> None:
+    """The options come from RerankerConfig: same flags, types, choices and bounds everywhere."""
+    import typing
+
+    import typer
+
+    from crossrank.config import OPTION_GROUPS, RerankerConfig, env_name
+
+    group = typer.main.get_command(app)
+    expected = {
+        "rank": ("model", "engine", "ranking"),
+        "demo": ("model", "engine", "ranking"),
+        "eval": ("model", "engine"),
+    }
+    seen: dict[str, dict] = {}
+    for command_name, groups in expected.items():
+        params = {p.name: p for p in group.commands[command_name].params}
+        for name in (name for g in groups for name in OPTION_GROUPS[g]):
+            param = params[name]
+            assert (
+                env_name(name) in param.help and RerankerConfig.model_fields[name].description in param.help
+            )
+            annotation = param.type_descriptor.annotation
+            shape = (param.opts + param.secondary_opts, annotation, typing.get_args(annotation), param.min)
+            assert seen.setdefault(name, {"shape": shape})["shape"] == shape, name
+        assert ("top_n" in params) == ("ranking" in groups)
+    assert set(seen) == set(RerankerConfig.model_fields)  # every field is on the command line
+    assert seen["long_documents"]["shape"][2] == ("truncate", "windows")
+    assert seen["backend"]["shape"][2] == ("torch", "onnx")
+    assert seen["normalize"]["shape"][0] == ["--normalize", "--no-normalize"]
+    assert seen["max_length"]["shape"][3] == seen["batch_size"]["shape"][3] == 1

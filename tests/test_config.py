@@ -12,8 +12,8 @@ from crossrank import DEFAULT_MODEL, RerankerConfig
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MODEL", "TOP_N", "NORMALIZE", "MIN_SCORE", "BATCH_SIZE", "DEVICE", "LOCAL_FILES_ONLY"):
-        monkeypatch.delenv(f"CROSSRANK_{name}", raising=False)
+    for name in RerankerConfig.model_fields:
+        monkeypatch.delenv(f"CROSSRANK_{name.upper()}", raising=False)
 
 
 def test_defaults() -> None:
@@ -110,3 +110,61 @@ def test_from_config_validates_overrides_and_reads_env(tiny_model_dir, monkeypat
     assert reranker.top_n == 2
     monkeypatch.setenv("CROSSRANK_MODEL", str(tiny_model_dir))
     assert Reranker.from_config(device="cpu", batch_size=3).batch_size == 3
+
+
+def test_missing_yaml_section_is_a_clear_error(tmp_path: Path) -> None:
+    from crossrank import InvalidArgumentError
+
+    path = tmp_path / "app.yaml"
+    path.write_text("llm: {name: x}\nretriever: {k: 20}\n", encoding="utf-8")
+    with pytest.raises(InvalidArgumentError, match=r"no section 'reranker'.*llm, retriever"):
+        RerankerConfig.from_yaml(path, section="reranker")
+
+
+def test_the_constructor_takes_exactly_the_config_fields() -> None:
+    """One declaration: Reranker(...)'s keywords and defaults are RerankerConfig's fields (plus the
+    two loader pass-throughs that are not settings), so neither can drift from the other."""
+    import inspect
+
+    from crossrank import Reranker
+
+    parameters = dict(inspect.signature(Reranker.__init__).parameters)
+    parameters.pop("self")
+    assert set(parameters) - set(RerankerConfig.model_fields) == {"token", "model_kwargs"}
+    assert set(RerankerConfig.model_fields) - set(parameters) == set()
+    for name, field in RerankerConfig.model_fields.items():
+        assert parameters[name].default == field.default, name
+
+
+def test_to_config_holds_every_field(tiny_model_dir) -> None:
+    from crossrank import Reranker
+
+    reranker = Reranker(tiny_model_dir, device="cpu", long_documents="windows", stride=8, top_n=None)
+    config = reranker.to_config()
+    assert isinstance(config, RerankerConfig) and config.model_fields_set >= {"stride", "top_n"}
+    assert (config.stride, config.top_n, config.batch_size, config.max_length) == (8, None, 32, 128)
+    again = Reranker.from_config(config)
+    assert again.to_config() == config
+
+
+def test_code_is_explicit_configuration_reads_the_environment(tiny_model_dir, monkeypatch) -> None:
+    """The rule for CROSSRANK_*: RerankerConfig (and so from_config, the CLI, YAML) reads it;
+    a Reranker(...) call in code takes its arguments only."""
+    from crossrank import Reranker
+
+    monkeypatch.setenv("CROSSRANK_TOP_N", "7")
+    monkeypatch.setenv("CROSSRANK_NORMALIZE", "true")
+    assert Reranker(tiny_model_dir, device="cpu").top_n == 3
+    assert Reranker(tiny_model_dir, device="cpu").normalize is False
+    assert Reranker.from_config(model=str(tiny_model_dir), device="cpu").top_n == 7
+
+
+def test_the_readme_lists_every_option() -> None:
+    """The README's table of options is options_table()'s output: it can't miss a field."""
+    from crossrank.config import OPTION_GROUPS, options_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert options_table() in readme
+    assert sorted(name for names in OPTION_GROUPS.values() for name in names) == sorted(
+        RerankerConfig.model_fields
+    )

@@ -134,21 +134,30 @@ def test_unknown_dataset(tmp_path: Path) -> None:
         load_dataset(tmp_path)
 
 
-def test_cli_eval_json(own_trec_folder: Path, tiny_model_dir: Path) -> None:
-    result = CliRunner().invoke(
-        app,
-        [
-            *("eval", "--dataset", str(own_trec_folder), "-m", str(tiny_model_dir), "--depth", "3"),
-            *("--threads", "1", "--json", "-"),
-        ],
-        env={"COLUMNS": "200"},
-    )
+def test_cli_eval_json_is_json_only(own_trec_folder: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    args = [
+        "eval",
+        "--dataset",
+        str(own_trec_folder),
+        "-m",
+        str(tiny_model_dir),
+        "--depth",
+        "3",
+        "--threads",
+        "1",
+    ]
+    result = CliRunner().invoke(app, [*args, "--json"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output[result.output.index('{\n  "dataset"') :])
+    payload = json.loads(result.stdout)  # stdout holds the JSON and nothing else
     assert set(payload["metrics"]["3"]) == {"stage 1", "crossrank"}
     assert payload["settings"]["max_length"] == 128 and payload["timings"]["crossrank"]["pairs"] == 6
     assert payload["settings"]["threads"] == 1
-    assert "rerank stage-1 top 3" in result.output
+    # --output writes the same report to a file and keeps the tables on the screen.
+    report = tmp_path / "report.json"
+    result = CliRunner().invoke(app, [*args, "--output", str(report)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "rerank stage-1 top 3" in result.stdout
+    assert json.loads(report.read_text())["metrics"] == payload["metrics"]
 
 
 def test_cli_eval_onnx_int8(own_trec_folder: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
@@ -156,22 +165,44 @@ def test_cli_eval_onnx_int8(own_trec_folder: Path, tiny_model_dir: Path, tmp_pat
     result = CliRunner().invoke(
         app,
         [
-            "eval",
-            "-d",
-            str(own_trec_folder),
-            "-m",
-            str(tiny_model_dir),
-            "--backend",
-            "onnx",
-            "--quantize",
-            "int8",
-            "--depth",
-            "3",
-            "--json",
-            "-",
+            *("eval", "-d", str(own_trec_folder), "-m", str(tiny_model_dir)),
+            *("--backend", "onnx", "--quantize", "int8", "--depth", "3", "--json"),
         ],
         env={"COLUMNS": "200"},
     )
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output[result.output.index('{\n  "dataset"') :])
+    payload = json.loads(result.stdout)
     assert payload["settings"]["backend"] == "onnx" and payload["settings"]["quantize"] == "int8"
+
+
+def test_cli_eval_without_the_eval_extra(own_trec_folder: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ir_measures", None)  # `import ir_measures` raises ImportError
+    result = CliRunner().invoke(app, ["eval", "-d", str(own_trec_folder), "-m", str(tiny_model_dir)])
+    assert result.exit_code == 1
+    assert "pip install 'crossrank[eval]'" in result.output and "Traceback" not in result.output
+
+
+def test_named_datasets_need_a_data_dir(monkeypatch) -> None:
+    # No development-layout path (../shared) is built into the package.
+    monkeypatch.delenv("CROSSRANK_DATA_DIR", raising=False)
+    with pytest.raises(FileNotFoundError, match="--data-dir DIR or CROSSRANK_DATA_DIR"):
+        load_dataset("trec-dl-2019")
+
+
+def test_eval_batches_queries_through_score_batch(own_trec_folder: Path, tiny_reranker) -> None:
+    """`crossrank eval` scores many queries per call; the figures equal one call per query."""
+    dataset = load_dataset(own_trec_folder)
+    calls = []
+
+    class Spy:
+        def score_batch(self, requests):
+            calls.append(len(requests))
+            return tiny_reranker.score_batch(requests)
+
+    batched = evaluate(dataset, {"crossrank": Spy()}, depths=(3,))
+    per_query = evaluate(dataset, {"crossrank": tiny_reranker.score}, depths=(3,))
+    assert calls == [2]
+    for name, value in per_query.metrics[3]["crossrank"].items():
+        assert batched.metrics[3]["crossrank"][name] == pytest.approx(value, abs=1e-9)

@@ -98,7 +98,7 @@ def test_torch_backend_uses_it_and_scores_like_sentence_transformers(tiny_model_
     from crossrank import Reranker
 
     reranker = Reranker(tiny_model_dir, device="cpu")
-    assert isinstance(reranker._backend._model.model.bert.encoder.layer[-1], FirstTokenLastLayer)
+    assert isinstance(reranker.engine.cross_encoder.model.bert.encoder.layer[-1], FirstTokenLastLayer)
     query, docs = "how long does a flea live", ["fleas live a year", "", "the eiffel tower " * 30, "tea"]
     reference = CrossEncoder(str(tiny_model_dir), device="cpu", activation_fn=torch.nn.Identity())
     expected = reference.predict([(query, doc) for doc in docs])

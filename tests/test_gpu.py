@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def test_cuda_defaults_to_fp16_and_wide_batches(tiny_model_dir) -> None:
     reranker = Reranker(tiny_model_dir, device="cuda")
     assert reranker.device.startswith("cuda")
-    assert reranker._backend.precision == "fp16" and reranker.batch_size == 128
+    assert reranker.engine.precision == "fp16" and reranker.batch_size == 128
     scores = reranker.score("how long does a flea live", ["fleas live a year", "paris is in france"])
     assert all(type(s) is float and np.isfinite(s) for s in scores)
 

@@ -55,7 +55,7 @@ def test_export_is_cached(tiny_model_dir: Path, tiny_onnx: Reranker, monkeypatch
 
     monkeypatch.setattr(export, "export_onnx", refuse)
     again = Reranker(tiny_model_dir, backend="onnx")
-    assert again._backend.path == tiny_onnx._backend.path
+    assert again.engine.path == tiny_onnx.engine.path
     assert again.score(QUERY, DOCS) == tiny_onnx.score(QUERY, DOCS)
 
 
@@ -78,8 +78,8 @@ def test_cached_model_loads_and_scores_without_torch(tiny_model_dir: Path, tiny_
 
 def test_int8_runs_and_is_cached_separately(tiny_model_dir: Path, tiny_onnx: Reranker) -> None:
     int8 = Reranker(tiny_model_dir, backend="onnx", quantize="int8", threads=1)
-    assert int8._backend.path != tiny_onnx._backend.path and int8._backend.path.name.endswith("qint8.onnx")
-    assert int8._backend.path.stat().st_size < tiny_onnx._backend.path.stat().st_size
+    assert int8.engine.path != tiny_onnx.engine.path and int8.engine.path.name.endswith("qint8.onnx")
+    assert int8.engine.path.stat().st_size < tiny_onnx.engine.path.stat().st_size
     scores = int8.score(QUERY, DOCS)
     assert len(scores) == len(DOCS) and all(np.isfinite(scores))
     assert int8.to_config().quantize == "int8"
@@ -92,9 +92,9 @@ def test_ready_onnx_file_in_the_model_folder(
     folder = tmp_path / "model-with-onnx"
     shutil.copytree(tiny_model_dir, folder)
     (folder / "onnx").mkdir()
-    shutil.copy(tiny_onnx._backend.path, folder / "onnx" / "model.onnx")
+    shutil.copy(tiny_onnx.engine.path, folder / "onnx" / "model.onnx")
     shipped = Reranker(folder, backend="onnx", onnx_file="onnx/model.onnx")
-    assert shipped._backend.path == folder / "onnx" / "model.onnx"
+    assert shipped.engine.path == folder / "onnx" / "model.onnx"
     assert shipped.score(QUERY, DOCS) == tiny_onnx.score(QUERY, DOCS)
     with pytest.raises(ModelLoadError, match="no ONNX file"):
         Reranker(folder, backend="onnx", onnx_file="onnx/missing.onnx")
@@ -103,9 +103,9 @@ def test_ready_onnx_file_in_the_model_folder(
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"quantize": "int8"}, InvalidArgumentError, "apply to backend='onnx' only"),
-        ({"backend": "onnx", "quantize": "int4"}, InvalidArgumentError, "quantize must be"),
-        ({"backend": "onnx", "threads": 0}, InvalidArgumentError, "threads must be a positive int"),
+        ({"quantize": "int8"}, InvalidArgumentError, "applies to backend='onnx' only"),
+        ({"backend": "onnx", "quantize": "int4"}, InvalidArgumentError, "quantize: Input should be 'int8'"),
+        ({"backend": "onnx", "threads": 0}, InvalidArgumentError, "threads: Input should be greater than 0"),
     ],
 )
 def test_bad_onnx_options(tiny_model_dir: Path, kwargs: dict, error: type, message: str) -> None:
@@ -138,7 +138,7 @@ def test_export_recipe_layer_norm_gelu_and_7_bit_weights(tiny_onnx: Reranker, ti
     import onnx
     from onnx import numpy_helper
 
-    graph = onnx.load(str(tiny_onnx._backend.path)).graph
+    graph = onnx.load(str(tiny_onnx.engine.path)).graph
     ops = {node.op_type for node in graph.node}
     assert "LayerNormalization" in ops and "SkipLayerNormalization" not in ops  # slower fused kernel
     assert "Attention" in ops  # the other transformer fusions still apply
@@ -147,7 +147,7 @@ def test_export_recipe_layer_norm_gelu_and_7_bit_weights(tiny_onnx: Reranker, ti
 
     assert "BiasGelu" in ops and "FastGelu" not in ops  # fp32 keeps the exact GELU
     int8 = Reranker(tiny_model_dir, backend="onnx", quantize="int8")
-    int8_graph = onnx.load(str(int8._backend.path)).graph
+    int8_graph = onnx.load(str(int8.engine.path)).graph
     assert "FastGelu" in {node.op_type for node in int8_graph.node}  # int8: the tanh approximation
     weights = [
         numpy_helper.to_array(tensor)
@@ -164,12 +164,12 @@ def test_rewritten_weights_get_a_new_cache_entry(
 ) -> None:
     folder = tmp_path / "copy"
     shutil.copytree(tiny_model_dir, folder)
-    first = Reranker(folder, backend="onnx")._backend.path
-    assert Reranker(folder, backend="onnx")._backend.path == first  # same files: same cache entry
+    first = Reranker(folder, backend="onnx").engine.path
+    assert Reranker(folder, backend="onnx").engine.path == first  # same files: same cache entry
     weights = folder / "model.safetensors"
     stat = weights.stat()
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # as if saved again
-    assert Reranker(folder, backend="onnx")._backend.path != first
+    assert Reranker(folder, backend="onnx").engine.path != first
 
 
 def test_relative_and_absolute_paths_share_one_export(
@@ -177,7 +177,7 @@ def test_relative_and_absolute_paths_share_one_export(
 ) -> None:
     monkeypatch.chdir(tiny_model_dir.parent)
     relative = Reranker(Path(tiny_model_dir.name), backend="onnx")
-    assert relative._backend.path == tiny_onnx._backend.path
+    assert relative.engine.path == tiny_onnx.engine.path
 
 
 def test_whole_last_layer_export_scores_the_same(

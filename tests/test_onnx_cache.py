@@ -87,7 +87,7 @@ def test_cache_below_a_regular_file_falls_back_to_a_temporary_export(
     monkeypatch.setenv("CROSSRANK_CACHE", str(blocker / "cache"))
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         reranker = Reranker(tiny_model_dir, backend="onnx")
-    path = reranker._backend.path
+    path = reranker.engine.path
     assert path.is_file() and temp_dir in path.parents  # exported to the temporary folder
     assert len(builds) == 1 and temp_dir in builds[0].parents  # no export was wasted on the cache
     assert np.allclose(reranker.score(QUERY, DOCS), _reference(tiny_reranker), atol=1e-4)
@@ -129,7 +129,7 @@ def test_read_only_cache_falls_back_to_a_temporary_export(
         cache.chmod(0o755)
         (cache / "onnx").chmod(0o755)
     assert refused  # the read-only folder was really tried, and refused
-    assert temp_dir in reranker._backend.path.parents
+    assert temp_dir in reranker.engine.path.parents
     assert len(builds) == 1 and temp_dir in builds[0].parents
     assert np.allclose(reranker.score(QUERY, DOCS), _reference(tiny_reranker), atol=1e-4)
     assert str(cache / "onnx") in caplog.text and "CROSSRANK_CACHE" in caplog.text
@@ -155,7 +155,7 @@ def test_no_writable_folder_at_all_is_a_model_load_error_before_any_export(
 
 
 def test_export_writes_a_manifest_with_size_and_checksum(tiny_model_dir, cache) -> None:
-    path = Reranker(tiny_model_dir, backend="onnx")._backend.path
+    path = Reranker(tiny_model_dir, backend="onnx").engine.path
     manifest = json.loads(path.with_name(path.name + ".json").read_text())
     data = path.read_bytes()
     assert manifest["size"] == len(data) > 0
@@ -167,20 +167,20 @@ def test_export_writes_a_manifest_with_size_and_checksum(tiny_model_dir, cache) 
 def test_truncated_cached_file_is_rebuilt(
     tiny_model_dir, tiny_reranker, cache, keep, monkeypatch, caplog
 ) -> None:
-    path = Reranker(tiny_model_dir, backend="onnx")._backend.path
+    path = Reranker(tiny_model_dir, backend="onnx").engine.path
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         again = Reranker(tiny_model_dir, backend="onnx")
-    assert again._backend.path == path and path.stat().st_size > len(data) // 2
+    assert again.engine.path == path and path.stat().st_size > len(data) // 2
     assert str(path) in caplog.text
     assert np.allclose(again.score(QUERY, DOCS), _reference(tiny_reranker), atol=1e-4)
     _refuse_exports(monkeypatch)  # the rebuilt file and its manifest agree: no third export
-    assert Reranker(tiny_model_dir, backend="onnx")._backend.path == path
+    assert Reranker(tiny_model_dir, backend="onnx").engine.path == path
 
 
 def test_cached_file_onnx_runtime_refuses_is_rebuilt(tiny_model_dir, tiny_reranker, cache, caplog) -> None:
-    path = Reranker(tiny_model_dir, backend="onnx")._backend.path
+    path = Reranker(tiny_model_dir, backend="onnx").engine.path
     manifest_path = path.with_name(path.name + ".json")
     manifest = json.loads(manifest_path.read_text())
     garbage = b"this is not an onnx model" * 10
@@ -189,7 +189,7 @@ def test_cached_file_onnx_runtime_refuses_is_rebuilt(tiny_model_dir, tiny_rerank
     manifest_path.write_text(json.dumps(manifest))
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         again = Reranker(tiny_model_dir, backend="onnx")
-    assert again._backend.path == path and path.read_bytes() != garbage
+    assert again.engine.path == path and path.read_bytes() != garbage
     assert str(path) in caplog.text
     assert np.allclose(again.score(QUERY, DOCS), _reference(tiny_reranker), atol=1e-4)
 
@@ -245,7 +245,7 @@ def test_killed_export_leaves_nothing_after_the_next_start(tiny_model_dir, cache
     old = time.time() - 3600
     for path in [*cache.rglob("*"), cache]:
         os.utime(path, (old, old))
-    path = Reranker(tiny_model_dir, backend="onnx")._backend.path
+    path = Reranker(tiny_model_dir, backend="onnx").engine.path
     assert _files(cache) == [str(p.relative_to(cache)) for p in (path, path.with_name(path.name + ".json"))]
     assert not list(cache.rglob(".build-*"))
 
@@ -300,7 +300,7 @@ def test_two_processes_exporting_at_once_both_succeed(tiny_model_dir, cache, tmp
         "export.build_onnx = build\n"
         "from crossrank import Reranker\n"
         "r = Reranker(sys.argv[1], backend='onnx')\n"
-        f"print(r._backend.path, r.score({QUERY!r}, {DOCS!r}))\n"
+        f"print(r.engine.path, r.score({QUERY!r}, {DOCS!r}))\n"
     )
     flags = [tmp_path / "a.started", tmp_path / "b.started"]
     processes = [
@@ -319,5 +319,5 @@ def test_two_processes_exporting_at_once_both_succeed(tiny_model_dir, cache, tmp
     assert outputs[0][0] == outputs[1][0]  # same file, same scores
     assert not list(cache.rglob(".build-*")) and not list(cache.rglob("*.tmp"))
     _refuse_exports(monkeypatch)  # what they left verifies
-    path = Reranker(tiny_model_dir, backend="onnx")._backend.path
+    path = Reranker(tiny_model_dir, backend="onnx").engine.path
     assert outputs[0][0].startswith(str(path))

@@ -80,8 +80,8 @@ def test_reranking_beats_bm25_on_dl19(dl19_eval) -> None:
 def test_long_passage_keeps_the_query(fixture_reranker: Reranker, dl19_top20) -> None:
     row = dl19_top20[0]
     passage = " ".join(hit["text"] for hit in row["hits"][:12])  # well over 512 tokens
-    (pair,) = fixture_reranker._encoder.encode(row["query"], [passage]).first
-    query_ids = fixture_reranker._encoder._tokenizer.encode(row["query"], add_special_tokens=False).ids
+    (pair,) = fixture_reranker.encoder.encode(row["query"], [passage]).first
+    query_ids = fixture_reranker.encoder.tokenizer.encode(row["query"], add_special_tokens=False).ids
     assert len(pair.ids) == 512
     assert pair.ids[1 : 1 + len(query_ids)] == query_ids
     assert isinstance(fixture_reranker.score(row["query"], [passage])[0], float)

@@ -1,4 +1,10 @@
-"""The ``crossrank`` command line: ``crossrank demo`` and ``crossrank rank``.
+"""The ``crossrank`` command line: ``demo``, ``rank`` and ``eval``.
+
+Every subcommand takes the Reranker's options as ``--options`` built from
+:class:`crossrank.RerankerConfig` (:func:`reranker_options`): the same names, types, choices and
+help everywhere, each also read from its ``CROSSRANK_*`` variable and from ``--config FILE``.
+Output follows one rule: ``--json`` prints JSON and nothing else on stdout (notes, progress and
+errors go to stderr), ``--output PATH`` writes the JSON to a file.
 
 This is the one place in crossrank that configures logging and progress bars; the library
 itself only logs through ``logging.getLogger(__name__)``.
@@ -6,21 +12,31 @@ itself only logs through ``logging.getLogger(__name__)``.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import os
 import sys
 import time
+import types
+import typing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
+import annotated_types
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from crossrank.config import DEFAULT_MODEL
+from crossrank.backends import backend_names
+from crossrank.config import DEFAULT_MODEL, OPTION_GROUPS, RerankerConfig, describe_validation_error, env_name
 from crossrank.errors import CrossrankError, ModelLoadError
 
 app = typer.Typer(
@@ -33,8 +49,119 @@ console = Console()
 err_console = Console(stderr=True)
 
 DEFAULT_QUERY = "How does a cross-encoder compute a relevance score for a query and a passage?"
-#: Where ``crossrank demo`` finds the trained test fixture when the default hub model can't be had.
-FIXTURE_FALLBACK = Path("..") / "shared" / "models" / "crossrank-fixture-minilm-l6"
+#: Short flags of the options every subcommand shares.
+_SHORT_FLAGS = {"model": "-m", "top_n": "-n"}
+_PANELS = {"model": "Model", "engine": "Engine", "ranking": "Ranking"}
+
+
+# --------------------------------------------------------------------------- options from the config
+
+
+def _option_type(annotation: Any) -> Any:
+    """The CLI type of a config field: its type without ``None`` (not given on the CLI = default)."""
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def _config_parameter(name: str, group: str) -> inspect.Parameter:
+    field = RerankerConfig.model_fields[name]
+    kind = _option_type(field.annotation)
+    flag = "--" + name.replace("_", "-")
+    decls = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag]
+    if name in _SHORT_FLAGS:
+        decls.append(_SHORT_FLAGS[name])
+    constraints = [*field.metadata]
+    if typing.get_origin(kind) is Annotated:  # PositiveInt: Annotated[int, Gt(0)]
+        kind, *more = typing.get_args(kind)
+        constraints += more
+    minimum = next((m.gt + 1 for m in constraints if isinstance(m, annotated_types.Gt)), None)
+    if name == "backend":  # any registered engine, shown as choices
+        kind = Literal[backend_names()]  # type: ignore[valid-type]
+    description = field.description or ""
+    if field.default is not None and "default" not in description.lower():
+        shown = str(field.default).lower() if isinstance(field.default, bool) else field.default
+        description += f" Default: {shown}."
+    option = typer.Option(
+        *decls,
+        help=f"{description} Env: {env_name(name)}.",
+        min=minimum,
+        rich_help_panel=_PANELS[group],
+        show_default=False,
+    )
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
+    )
+
+
+_CONFIG_FILE_PARAMETERS = [
+    inspect.Parameter(
+        "config_file",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            Path | None,
+            typer.Option(
+                "--config",
+                help="YAML file of Reranker settings (a RerankerConfig); options and env vars override it.",
+                rich_help_panel="Model",
+            ),
+        ],
+    ),
+    inspect.Parameter(
+        "config_section",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            str | None,
+            typer.Option(
+                help="Top-level key of --config holding the settings, e.g. reranker.", rich_help_panel="Model"
+            ),
+        ],
+    ),
+]
+
+
+def reranker_options(*groups: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the config fields of ``groups`` as options; it receives ``config: RerankerConfig``.
+
+    Options not given on the command line are left to the config's own sources: ``CROSSRANK_*``
+    variables, then ``--config FILE``, then the defaults. A bad value is reported like any other
+    error (exit code 1, no traceback).
+    """
+    names = [name for group in groups for name in OPTION_GROUPS[group]]
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "config"]
+        added = _CONFIG_FILE_PARAMETERS + [
+            _config_parameter(name, group) for group in groups for name in OPTION_GROUPS[group]
+        ]
+
+        @functools.wraps(command)
+        def wrapper(**values: Any) -> None:
+            config_file, section = values.pop("config_file"), values.pop("config_section")
+            given = {name: value for name in names if (value := values.pop(name)) is not None}
+            try:
+                if config_file is not None:
+                    config = RerankerConfig.from_yaml(config_file, section=section, **given)
+                else:
+                    config = RerankerConfig(**given)
+            except ValidationError as err:
+                raise _fail(describe_validation_error(err)) from None
+            except (CrossrankError, FileNotFoundError) as err:
+                raise _fail(err) from None
+            command(config=config, **values)
+
+        parameters = own + added
+        wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        return wrapper
+
+    return decorate
+
+
+# --------------------------------------------------------------------------- output
 
 
 def _setup(verbose: bool) -> None:
@@ -42,6 +169,7 @@ def _setup(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False)],
+        force=True,
     )
     # Model-loading progress bars from transformers/hub are noise on a CLI screen.
     from huggingface_hub.utils import disable_progress_bars
@@ -51,21 +179,76 @@ def _setup(verbose: bool) -> None:
     transformers_logging.disable_progress_bar()
 
 
-def _progress_bar() -> Progress:
-    """A progress bar on stderr that disappears when done, so stdout stays clean for results."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
+class _Progress:
+    """A progress bar on stderr; where stderr is not a terminal (a log, CI), a line every ~10%."""
+
+    def __init__(self) -> None:
+        self._bar = None
+        if err_console.is_terminal:
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+            )
+        self._tasks: dict[int, tuple[str, int, int, float]] = {}
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def add_task(self, description: str, total: int) -> int:
+        if self._bar is not None:
+            return self._bar.add_task(description, total=total)
+        task = len(self._tasks)
+        self._tasks[task] = (description, total, -1, time.perf_counter())
+        return task
+
+    def update(self, task: int, completed: int) -> None:
+        if self._bar is not None:
+            self._bar.update(task, completed=completed)  # type: ignore[arg-type]
+            return
+        description, total, last_tenth, started = self._tasks[task]
+        tenth = completed * 10 // max(total, 1)
+        if tenth > last_tenth:
+            self._tasks[task] = (description, total, tenth, started)
+            elapsed = time.perf_counter() - started
+            err_console.print(f"{description}: {completed}/{total} ({elapsed:.0f} s)", highlight=False)
 
 
-def _fail(err: Exception) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+def _fail(err: Exception | str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
     return typer.Exit(code=1)
+
+
+@contextmanager
+def _errors_reported() -> Iterator[None]:
+    """Errors a user can fix end the command with a one-line message and exit code 1, no traceback."""
+    try:
+        yield
+    except (CrossrankError, FileNotFoundError, ValueError) as err:
+        raise _fail(err) from None
+
+
+def _emit(payload: dict[str, Any], *, json_output: bool, output: Path | None) -> None:
+    """``--output PATH`` writes the JSON there; ``--json`` prints it alone on stdout."""
+    text = json.dumps(payload, ensure_ascii=False, indent=2)
+    if output is not None:
+        output.write_text(text + "\n", encoding="utf-8")
+    if json_output:
+        typer.echo(text)
+
+
+def _note(message: str, *, json_output: bool) -> None:
+    """A line for the reader: stdout with the tables, stderr when stdout is JSON."""
+    (err_console if json_output else console).print(message, highlight=False)
 
 
 def _snippet(text: str, width: int = 110) -> str:
@@ -73,74 +256,85 @@ def _snippet(text: str, width: int = 110) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _load_demo_reranker(model: str, fallback: str | None, top_n: int) -> tuple[object, str | None]:
-    """Load the demo's reranker; when the default hub model can't be had, use the fallback model."""
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON, and nothing else, on stdout.")]
+OutputPath = Annotated[Path | None, typer.Option("--output", "-o", help="Also write the JSON to this file.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level (on stderr).")]
+
+
+def _reranker(config: RerankerConfig) -> Any:
+    """The Reranker of a command: the config as resolved (environment and file already read)."""
     from crossrank import Reranker
 
+    return Reranker(**config.model_dump())
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _load_demo_reranker(config: RerankerConfig, fallback: str | None) -> tuple[Any, str | None]:
+    """Load the demo's reranker; when the default hub model can't be had, use the fallback model."""
     try:
-        return Reranker(model, top_n=top_n), None
+        return _reranker(config), None
     except ModelLoadError as err:
-        if model != DEFAULT_MODEL:
+        if config.model != DEFAULT_MODEL:
             raise
-        candidate = fallback or (str(FIXTURE_FALLBACK) if FIXTURE_FALLBACK.is_dir() else None)
-        if candidate is None:
+        if fallback is None:
             raise ModelLoadError(
                 f"{err} (The demo can fall back to a local model: --fallback-model DIR or "
                 "CROSSRANK_DEMO_FALLBACK_MODEL.)",
-                model=model,
+                model=config.model,
                 hub_reachable=err.hub_reachable,
             ) from err
         note = (
-            f"default model {model} can't be had here "
-            f"({'hub unreachable' if not err.hub_reachable else err}); "
-            f"falling back to {candidate}"
+            f"default model {config.model} can't be had here "
+            f"({'hub unreachable' if not err.hub_reachable else err}); falling back to {fallback}"
         )
-        return Reranker(candidate, top_n=top_n), note
+        return _reranker(config.model_copy(update={"model": fallback})), note
 
 
 @app.command()
+@reranker_options("model", "engine", "ranking")
 def demo(
+    config: RerankerConfig,
     query: Annotated[str, typer.Option("--query", "-q", help="The question to answer.")] = DEFAULT_QUERY,
     corpus: Annotated[
         Path | None,
         typer.Option(help="BEIR-style corpus.jsonl ({_id, title, text} per line). Default: bundled corpus."),
     ] = None,
-    model: Annotated[
-        str,
-        typer.Option("--model", "-m", envvar="CROSSRANK_MODEL", help="Cross-encoder hub id or directory."),
-    ] = DEFAULT_MODEL,
     fallback_model: Annotated[
         str | None,
         typer.Option(
             envvar="CROSSRANK_DEMO_FALLBACK_MODEL",
-            help=(
-                "Model to use when the default model can't be had (offline and not cached). "
-                f"Default: {FIXTURE_FALLBACK} if that directory exists."
-            ),
+            help="Model to use when the default model can't be had (offline and not cached).",
         ),
     ] = None,
     candidates: Annotated[int, typer.Option("--candidates", "-k", min=1, help="Stage-1 candidates.")] = 20,
-    top_n: Annotated[int, typer.Option("--top-n", "-n", min=1, help="Chunks kept for the LLM.")] = 3,
     retriever_model: Annotated[
         str, typer.Option(help="Stage-1 bi-encoder.")
     ] = "sentence-transformers/all-MiniLM-L6-v2",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    json_output: JsonFlag = False,
+    output: OutputPath = None,
+    verbose: Verbose = False,
 ) -> None:
     """Two-stage retrieval: a bi-encoder retrieves the top 20 chunks, crossrank keeps the best 3."""
     _setup(verbose)
-    from crossrank.demo import BiEncoderRetriever, load_corpus
+    from crossrank.demo import load_corpus
+    from crossrank.retrieval import BiEncoderRetriever
 
-    try:
+    with _errors_reported():
         chunks = load_corpus(corpus)
-        console.print(f"[bold]query[/]   {query}")
-        console.print(f"[bold]corpus[/]  {len(chunks)} chunks from {corpus or 'the bundled demo corpus'}")
+        _note(f"[bold]query[/]   {query}", json_output=json_output)
+        _note(
+            f"[bold]corpus[/]  {len(chunks)} chunks from {corpus or 'the bundled demo corpus'}",
+            json_output=json_output,
+        )
         # The reranker loads first so a bad --model fails before the corpus is embedded.
         started = time.perf_counter()
-        reranker, note = _load_demo_reranker(model, fallback_model, top_n)
+        reranker, note = _load_demo_reranker(config, fallback_model)
         load_s = time.perf_counter() - started
         if note:
-            console.print(f"[yellow]note[/]    {note}")
-        with _progress_bar() as progress:
+            _note(f"[yellow]note[/]    {note}", json_output=json_output)
+        with _Progress() as progress:
             task = progress.add_task("stage 1: embedding the corpus", total=len(chunks))
             retriever = BiEncoderRetriever(
                 chunks,
@@ -148,7 +342,7 @@ def demo(
                 progress=lambda done, total: progress.update(task, completed=done),
             )
         if retriever.note:
-            console.print(f"[yellow]note[/]    {retriever.note}")
+            _note(f"[yellow]note[/]    {retriever.note}", json_output=json_output)
         started = time.perf_counter()
         hits = retriever.retrieve(query, k=candidates)
         stage1_ms = (time.perf_counter() - started) * 1000
@@ -160,54 +354,61 @@ def demo(
         started = time.perf_counter()  # again, warm: what every later question costs
         reranker.rank(query, texts)
         stage2_ms = (time.perf_counter() - started) * 1000
-    except (CrossrankError, FileNotFoundError, ValueError) as err:
-        raise _fail(err) from err
 
-    console.print(
+    _note(
         f"[bold]stage 1[/] bi-encoder {retriever_model}: "
         f"top {len(hits)} of {len(chunks)} in {stage1_ms:.1f} ms "
         f"[dim](corpus embedded once in {retriever.index_seconds:.2f} s, model loaded in "
-        f"{retriever.load_seconds:.2f} s)[/]"
+        f"{retriever.load_seconds:.2f} s)[/]",
+        json_output=json_output,
     )
-    console.print(
+    _note(
         f"[bold]stage 2[/] cross-encoder {reranker.model_name}: reranked {len(hits)} in {stage2_ms:.1f} ms "
-        f"[dim](first call {first_ms:.0f} ms, model loaded in {load_s:.2f} s, {reranker.device})[/]"
+        f"[dim](first call {first_ms:.0f} ms, model loaded in {load_s:.2f} s, {reranker.device})[/]",
+        json_output=json_output,
     )
+    results = [
+        {
+            "rank": position,
+            "score": result.score,
+            "stage1_rank": hits[result.index].rank,
+            "id": hits[result.index].chunk.id,
+            "text": result.text,
+        }
+        for position, result in enumerate(best, start=1)
+    ]
+    payload = {
+        "query": query,
+        "model": reranker.model_name,
+        "stage1_model": retriever_model,
+        "num_candidates": len(hits),
+        "results": results,
+        "stage1_ms": stage1_ms,
+        "stage2_ms": stage2_ms,
+    }
+    _emit(payload, json_output=json_output, output=output)
+    if json_output:
+        return
     table = Table(title=f"Best {len(best)} of {len(hits)} for the LLM", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     table.add_column("stage-1 rank", justify="right")
     table.add_column("id")
     table.add_column("chunk", overflow="fold")
-    for position, result in enumerate(best, start=1):
-        hit = hits[result.index]
+    for row in results:
         table.add_row(
-            str(position), f"{result.score:.3f}", str(hit.rank), hit.chunk.id, _snippet(hit.chunk.text)
+            str(row["rank"]), f"{row['score']:.3f}", str(row["stage1_rank"]), row["id"], _snippet(row["text"])
         )
     console.print(table)
 
 
-def _read_documents(file: Path) -> tuple[list[str], list[str | None]]:
-    """Documents and their ids from a text file (one per line) or JSONL ({"text", "_id"/"id"})."""
-    raw = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
-    lines = [
-        line for line in raw.splitlines() if line.strip()
-    ]  # blank lines separate, they are not documents
-    if lines and all(line.lstrip().startswith("{") for line in lines):
-        texts, ids = [], []
-        for number, line in enumerate(lines, start=1):
-            record = json.loads(line)
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise ValueError(f"{file}: record {number} has no string 'text' field")
-            title = record.get("title")
-            texts.append(f"{title}. {record['text']}" if title else record["text"])
-            ids.append(str(record.get("_id", record.get("id", number - 1))))
-        return texts, ids
-    return lines, [None] * len(lines)
+# --------------------------------------------------------------------------- rank
 
 
 @app.command()
+@reranker_options("model", "engine", "ranking")
 def rank(
+    config: RerankerConfig,
     file: Annotated[
         Path,
         typer.Argument(
@@ -216,46 +417,36 @@ def rank(
         ),
     ],
     query: Annotated[str, typer.Option("--query", "-q", help="The query to rank against.")],
-    model: Annotated[
-        str,
-        typer.Option("--model", "-m", envvar="CROSSRANK_MODEL", help="Cross-encoder hub id or directory."),
-    ] = DEFAULT_MODEL,
-    top_n: Annotated[int, typer.Option("--top-n", "-n", min=1, help="How many to show.")] = 3,
-    all_documents: Annotated[bool, typer.Option("--all", help="Show every document, ranked.")] = False,
-    normalize: Annotated[bool, typer.Option(help="0-1 scores (sigmoid) instead of logits.")] = False,
-    min_score: Annotated[float | None, typer.Option(help="Drop documents scoring below this.")] = None,
-    max_length: Annotated[int | None, typer.Option(min=2, help="Tokens per (query, document) pair.")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Most pairs per forward pass (default: 32 CPU, 128 CUDA).")
-    ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    all_documents: Annotated[
+        bool, typer.Option("--all", help="Show every document, ranked (no top-n).")
+    ] = False,
+    json_output: JsonFlag = False,
+    output: OutputPath = None,
+    verbose: Verbose = False,
 ) -> None:
     """Rank the documents of FILE against a query with a cross-encoder."""
     _setup(verbose)
-    from crossrank import Reranker
+    from crossrank.corpus import read_documents
 
-    try:
-        texts, ids = _read_documents(file)
-        reranker = Reranker(model, max_length=max_length, batch_size=batch_size)
+    with _errors_reported():
+        documents = read_documents(sys.stdin if str(file) == "-" else file)
+        reranker = _reranker(config)
         started = time.perf_counter()
         ranking = reranker.rank(
-            query, texts, None if all_documents else top_n, normalize=normalize, min_score=min_score
+            query, [document.text for document in documents], None if all_documents else config.top_n
         )
         elapsed_ms = (time.perf_counter() - started) * 1000
-    except (CrossrankError, FileNotFoundError, ValueError) as err:
-        raise _fail(err) from err
 
+    results = [{**hit.to_dict(), "id": documents[hit.index].id} for hit in ranking]
+    payload = {
+        "query": query,
+        "model": reranker.model_name,
+        "num_candidates": ranking.num_candidates,
+        "num_below_min_score": ranking.num_below_min_score,
+        "results": results,
+    }
+    _emit(payload, json_output=json_output, output=output)
     if json_output:
-        results = [{**hit.to_dict(), "id": ids[hit.index]} for hit in ranking]
-        payload = {
-            "query": query,
-            "model": reranker.model_name,
-            "num_candidates": ranking.num_candidates,
-            "num_below_min_score": ranking.num_below_min_score,
-            "results": results,
-        }
-        typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
         return
     table = Table(
         title=(
@@ -274,29 +465,27 @@ def rank(
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for position, hit in enumerate(ranking, start=1):
         table.add_row(
-            str(position), f"{hit.score:.4f}", str(hit.index), ids[hit.index] or "", _snippet(hit.text)
+            str(position), f"{hit.score:.4f}", str(hit.index), documents[hit.index].id, _snippet(hit.text)
         )
     console.print(table)
     if ranking.num_below_min_score:
         console.print(
-            f"[yellow]{ranking.num_below_min_score} document(s) scored below --min-score {min_score}[/]"
+            f"[yellow]{ranking.num_below_min_score} document(s) scored below "
+            f"--min-score {config.min_score}[/]"
         )
 
 
-def main() -> None:
-    """Entry point of the ``crossrank`` command."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    app()
+# --------------------------------------------------------------------------- eval
 
 
-def _reference_scorer(model: str, device: str, max_length: int | None, batch_size: int):
+def _reference_scorer(config: RerankerConfig, device: str, max_length: int, batch_size: int):
     """sentence-transformers' CrossEncoder on the same model, returning raw logits."""
     import torch
     from sentence_transformers import CrossEncoder
 
     from crossrank.model_source import resolve_model_source
 
-    source = resolve_model_source(model)
+    source = resolve_model_source(config.model, local_files_only=config.local_files_only)
     cross_encoder = CrossEncoder(
         source.location,
         device=device,
@@ -312,56 +501,39 @@ def _reference_scorer(model: str, device: str, max_length: int | None, batch_siz
 
 
 @app.command("eval")
+@reranker_options("model", "engine")
 def eval_command(
+    config: RerankerConfig,
     dataset: Annotated[
         str,
         typer.Option(
             "--dataset", "-d", help="trec-dl-2019, trec-dl-2020, trec-dl-2021, beir-scifact, or a folder."
         ),
     ] = "trec-dl-2019",
-    model: Annotated[
-        str,
-        typer.Option("--model", "-m", envvar="CROSSRANK_MODEL", help="Cross-encoder hub id or directory."),
-    ] = DEFAULT_MODEL,
-    backend: Annotated[str, typer.Option(help="crossrank backend: torch or onnx.")] = "torch",
-    quantize: Annotated[str | None, typer.Option(help="With --backend onnx: int8.")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ...")] = None,
-    precision: Annotated[
-        str, typer.Option(help="torch: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16.")
-    ] = "auto",
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="Threads per forward pass (default: the cores).")
+    depth: Annotated[
+        list[int] | None, typer.Option(min=1, help="Stage-1 depth(s) to rerank; repeatable.")
     ] = None,
-    max_length: Annotated[int | None, typer.Option(min=8, help="Tokens per (query, document) pair.")] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(min=1, help="Most pairs per forward pass (default: 32 CPU, 128 CUDA, 4 int8)."),
-    ] = None,
-    long_documents: Annotated[str, typer.Option(help="truncate or windows.")] = "truncate",
-    stride: Annotated[int | None, typer.Option(min=1, help="Window overlap in tokens.")] = None,
-    depth: Annotated[list[int] | None, typer.Option(help="Stage-1 depth(s) to rerank; repeatable.")] = None,
-    stage1: Annotated[str, typer.Option(help="BEIR stage 1: bm25 or bi-encoder.")] = "bm25",
+    stage1: Annotated[Literal["bm25", "bi-encoder"], typer.Option(help="BEIR stage 1.")] = "bm25",
     compare_st: Annotated[
         bool, typer.Option("--compare-st", help="Also score with sentence-transformers' CrossEncoder.")
     ] = False,
     data_dir: Annotated[
         Path | None, typer.Option(envvar="CROSSRANK_DATA_DIR", help="Where named datasets live.")
-    ] = (None),
+    ] = None,
     max_queries: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N queries only.")] = None,
-    json_output: Annotated[
-        Path | None, typer.Option("--json", help="Also write the report as JSON ('-': stdout).")
-    ] = (None),
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    json_output: JsonFlag = False,
+    output: OutputPath = None,
+    verbose: Verbose = False,
 ) -> None:
     """Rerank a TREC DL or BEIR stage-1 run and report nDCG@10, MRR@10, R@3, nDCG@3 against stage 1."""
     _setup(verbose)
     from dataclasses import replace
 
-    from crossrank import Reranker
-    from crossrank.evaluation import evaluate, load_dataset
+    from crossrank.evaluation import evaluate, load_dataset, measures
 
     depths = sorted(set(depth or [100, 20]), reverse=True)
-    try:
+    with _errors_reported():
+        measures(1)  # fails with the install hint before any loading when the eval extra is missing
         with err_console.status("loading the dataset") as status:
             data = load_dataset(
                 dataset,
@@ -373,55 +545,29 @@ def eval_command(
         if max_queries is not None:
             kept = list(data.candidates)[:max_queries]
             data = replace(data, candidates={qid: data.candidates[qid] for qid in kept})
-        reranker = Reranker(
-            model,
-            backend=backend,
-            quantize=quantize,  # type: ignore[arg-type]
-            device=device,
-            precision=precision,  # type: ignore[arg-type]
-            threads=threads,
-            max_length=max_length,
-            batch_size=batch_size,
-            long_documents=long_documents,
-            stride=stride,  # type: ignore[arg-type]
-        )
-        scorers = {"crossrank": reranker.score}
+        reranker = _reranker(config)
+        scorers: dict[str, Any] = {"crossrank": reranker}
         if compare_st:
             scorers["sentence-transformers"] = _reference_scorer(
-                model, reranker.device, max_length, reranker.batch_size
+                config, reranker.device, reranker.max_length, reranker.batch_size
             )
-        with _progress_bar() as bar:
+        with _Progress() as bar:
 
-            def progress(name: str):
+            def progress(name: str) -> Callable[[], None]:
                 task = bar.add_task(f"scoring with {name}", total=len(data.candidates))
-                return lambda: bar.advance(task)
+                done = iter(range(1, len(data.candidates) + 1))
+                return lambda: bar.update(task, completed=next(done))
 
             report = evaluate(data, scorers, depths=depths, progress=progress)
-    except (CrossrankError, FileNotFoundError, ValueError) as err:
-        raise _fail(err) from err
 
-    report.settings = {
-        "model": model,
-        "backend": reranker.backend,
-        "quantize": quantize,
-        "device": reranker.device,
-        "precision": precision,
-        "threads": threads,
-        "max_length": reranker.max_length,
-        "long_documents": long_documents,
-        "stride": stride,
-        "batch_size": reranker.batch_size,
-    }
-    _print_report(report)
-    if json_output is not None:
-        text = json.dumps(report.to_dict(), indent=2)
-        if str(json_output) == "-":
-            typer.echo(text)
-        else:
-            json_output.write_text(text + "\n", encoding="utf-8")
+    settings = reranker.to_config().model_dump(exclude=set(OPTION_GROUPS["ranking"]))
+    report.settings = settings
+    _emit(report.to_dict(), json_output=json_output, output=output)
+    if not json_output:
+        _print_report(report)
 
 
-def _print_report(report) -> None:
+def _print_report(report: Any) -> None:
     settings = report.settings
     console.print(
         f"[bold]{report.dataset}[/]: {report.num_queries} queries, stage 1 = {report.stage1}, "
@@ -449,3 +595,9 @@ def _print_report(report) -> None:
                 "" if speed is None else f"{speed:.0f}",
             )
         console.print(table)
+
+
+def main() -> None:
+    """Entry point of the ``crossrank`` command."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()

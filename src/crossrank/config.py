@@ -32,7 +32,7 @@ from pydantic_settings import (
 
 from crossrank.errors import InvalidArgumentError
 
-__all__ = ["DEFAULT_MODEL", "ENV_PREFIX", "OPTION_GROUPS", "RerankerConfig", "env_name"]
+__all__ = ["DEFAULT_MODEL", "ENV_PREFIX", "OPTION_GROUPS", "RerankerConfig", "env_name", "options_table"]
 
 #: The model ``Reranker()`` loads when none is named.
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
@@ -255,3 +255,26 @@ def describe_validation_error(err: ValidationError) -> str:
         got = "" if problem["type"] in ("value_error", "missing") else f" (got {problem.get('input')!r})"
         lines.append(f"{where}: {message}{got}" if where else f"{message}{got}")
     return "; ".join(lines)
+
+
+def options_table() -> str:
+    """Every option as a Markdown table (option, environment variable, default, meaning): the README's.
+
+    Example:
+        >>> print(options_table().splitlines()[3])
+        | `revision` | `CROSSRANK_REVISION` | - | Hub revision (branch, tag or commit) to load. |
+    """
+    rows = ["| option | env | default | what |", "|---|---|---|---|"]
+    for names in OPTION_GROUPS.values():
+        for name in names:
+            field = RerankerConfig.model_fields[name]
+            default = field.default
+            shown = (
+                "-"
+                if default is None
+                else str(default).lower()
+                if isinstance(default, bool)
+                else f"`{default}`"
+            )
+            rows.append(f"| `{name}` | `{env_name(name)}` | {shown} | {field.description} |")
+    return "\n".join(rows)

@@ -11,6 +11,7 @@ built-in exception a Python user would expect (``ValueError`` / ``TypeError`` /
     ├── BackendUnavailableError (ImportError)  the backend's optional dependency is missing
     ├── InvalidArgumentError (ValueError)   a bad option, e.g. ``top_n=0``
     │   └── EmptyQueryError                 the query is empty or only whitespace
+    │   └── InputFileError                  a file of documents or settings can't be read as such
     ├── DocumentTypeError (TypeError)       a document (or the query) is not a ``str``
     └── ScoringError                        the model returned NaN/inf scores
 
@@ -25,11 +26,14 @@ Example:
 
 from __future__ import annotations
 
+import os
+
 __all__ = [
     "BackendUnavailableError",
     "CrossrankError",
     "DocumentTypeError",
     "EmptyQueryError",
+    "InputFileError",
     "InvalidArgumentError",
     "ModelLoadError",
     "ScoringError",
@@ -70,6 +74,21 @@ class InvalidArgumentError(CrossrankError, ValueError):
 
 class EmptyQueryError(InvalidArgumentError):
     """The query is empty or only whitespace: there is nothing to rank against."""
+
+
+class InputFileError(InvalidArgumentError):
+    """A file given to crossrank can't be read as what it should be; the message names it (and the line).
+
+    Attributes:
+        path: The file.
+        line: The 1-based line at fault, or None when the file as a whole is.
+    """
+
+    def __init__(self, message: str, *, path: os.PathLike[str] | str, line: int | None = None) -> None:
+        self.path = os.fspath(path)
+        self.line = line
+        where = self.path if line is None else f"{self.path}:{line}"
+        super().__init__(f"{where}: {message}")
 
 
 class DocumentTypeError(CrossrankError, TypeError):

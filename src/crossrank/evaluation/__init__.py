@@ -3,16 +3,17 @@
 from crossrank import Reranker
 from crossrank.evaluation import evaluate, load_dataset
 
-dataset = load_dataset("trec-dl-2019")               # ../shared/data or CROSSRANK_DATA_DIR
-report = evaluate(dataset, {"crossrank": Reranker(model).score}, depths=(100, 20))
+dataset = load_dataset("trec-dl-2019", data_dir=...)   # or CROSSRANK_DATA_DIR
+report = evaluate(dataset, {"crossrank": Reranker(model)}, depths=(100, 20))   # via score_batch
 report.metrics[100]["crossrank"]["nDCG@10"]
 """
 
 from crossrank.evaluation.datasets import NAMED_DATASETS, Candidate, EvalDataset, load_dataset
-from crossrank.evaluation.evaluate import EvalReport, Scorer, evaluate, measures
+from crossrank.evaluation.evaluate import BatchScorer, EvalReport, Scorer, evaluate, measures
 
 __all__ = [
     "NAMED_DATASETS",
+    "BatchScorer",
     "Candidate",
     "EvalDataset",
     "EvalReport",

@@ -7,7 +7,8 @@ Two on-disk layouts are understood, so users can bring their own data in either:
   "bm25_score" | "score", "rank"}]}``.
 * **BEIR** (``corpus.jsonl``, ``queries.jsonl``, ``qrels/test.tsv``): stage 1 is computed here, with
   BM25 (``bm25s``: Lucene BM25, k1=1.5, b=0.75, English stop words, no stemming) or the
-  all-MiniLM-L6-v2 bi-encoder, over ``title + " " + text``.
+  all-MiniLM-L6-v2 bi-encoder, over ``title + " " + text`` (read by :func:`crossrank.corpus.read_corpus`,
+  as ``crossrank rank`` and ``crossrank demo`` read it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from crossrank.corpus import read_corpus
 
 __all__ = ["NAMED_DATASETS", "Candidate", "EvalDataset", "default_data_dir", "load_dataset"]
 
@@ -64,9 +67,10 @@ class EvalDataset:
     relevance_level: int
 
 
-def default_data_dir() -> Path:
-    """``CROSSRANK_DATA_DIR`` if set, else ``../shared/data`` (this project's layout)."""
-    return Path(os.environ.get("CROSSRANK_DATA_DIR", Path("..") / "shared" / "data"))
+def default_data_dir() -> Path | None:
+    """Where named datasets live: ``CROSSRANK_DATA_DIR``, or None when it is not set."""
+    value = os.environ.get("CROSSRANK_DATA_DIR")
+    return Path(value) if value else None
 
 
 def load_dataset(
@@ -81,7 +85,8 @@ def load_dataset(
 
     Args:
         dataset: A name such as ``"trec-dl-2019"`` or a path to a folder.
-        data_dir: Where named datasets live. Defaults to :func:`default_data_dir`.
+        data_dir: Where named datasets live. Defaults to :func:`default_data_dir`
+            (``CROSSRANK_DATA_DIR``); a named dataset without either is an error.
         stage1: For BEIR folders, how to retrieve candidates. TREC DL folders use their BM25 run.
         depth: Candidates kept per query.
         progress: Called with a short message before slow steps (indexing, embedding).
@@ -91,9 +96,16 @@ def load_dataset(
         ValueError: ``dataset`` is neither a known name nor a folder in a known layout.
     """
     name = os.fspath(dataset)
-    folder = (
-        Path(data_dir or default_data_dir()) / NAMED_DATASETS[name] if name in NAMED_DATASETS else Path(name)
-    )
+    if name in NAMED_DATASETS and not Path(name).is_dir():
+        root = Path(data_dir) if data_dir is not None else default_data_dir()
+        if root is None:
+            raise FileNotFoundError(
+                f"{name!r} is a named dataset: say where the data folder holding "
+                f"{NAMED_DATASETS[name]}/ is, with --data-dir DIR or CROSSRANK_DATA_DIR=DIR"
+            )
+        folder = root / NAMED_DATASETS[name]
+    else:
+        folder = Path(name)
     if not folder.is_dir():
         raise FileNotFoundError(
             f"dataset folder not found: {str(folder)!r} (named datasets: {', '.join(NAMED_DATASETS)}; "
@@ -145,12 +157,8 @@ def _load_beir(
             record = json.loads(line)
             if record["_id"] in judged:
                 queries[record["_id"]] = record["text"]
-    ids, texts = [], []
-    with (folder / "corpus.jsonl").open(encoding="utf-8") as lines:
-        for line in lines:
-            record = json.loads(line)
-            ids.append(record["_id"])
-            texts.append(f"{record.get('title') or ''} {record['text']}".strip())
+    corpus = read_corpus(folder / "corpus.jsonl")
+    ids, texts = [document.id for document in corpus], [document.text for document in corpus]
     qids = list(queries)
     if stage1 == "bm25":
         if progress:

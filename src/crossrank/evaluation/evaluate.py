@@ -5,15 +5,27 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from crossrank.errors import BackendUnavailableError
 from crossrank.evaluation.datasets import EvalDataset
 
-__all__ = ["EvalReport", "Scorer", "evaluate", "measures"]
+__all__ = ["BatchScorer", "EvalReport", "Scorer", "evaluate", "measures"]
 
 #: Scores documents against a query, in input order (``Reranker.score`` has this shape).
 Scorer = Callable[[str, list[str]], list[float]]
+
+
+@runtime_checkable
+class BatchScorer(Protocol):
+    """Scores many ``(query, documents)`` requests in one call (:class:`crossrank.Reranker` is one)."""
+
+    def score_batch(self, requests: list[tuple[str, list[str]]]) -> list[list[float]]: ...
+
+
+#: Pairs handed to one ``score_batch`` call: enough to fill forward passes across queries,
+#: few enough that the progress bar moves.
+PAIRS_PER_CALL = 1024
 
 
 def measures(relevance_level: int) -> dict[str, Any]:
@@ -69,16 +81,30 @@ class EvalReport:
 
 
 def _score_all(
-    dataset: EvalDataset, scorer: Scorer, depth: int, progress: Callable[[], None] | None
+    dataset: EvalDataset, scorer: Scorer | BatchScorer, depth: int, progress: Callable[[], None] | None
 ) -> tuple[dict[str, list[float]], float, int]:
-    scores, pairs, started = {}, 0, time.perf_counter()
-    for qid, candidates in dataset.candidates.items():
-        texts = [candidate.text for candidate in candidates[:depth]]
-        scores[qid] = [float(s) for s in scorer(dataset.queries[qid], texts)]
-        pairs += len(texts)
-        if progress is not None:
-            progress()
-    return scores, time.perf_counter() - started, pairs
+    """Every query's top-``depth`` scores; a batch scorer gets many queries per call."""
+    requests = [
+        (qid, dataset.queries[qid], [candidate.text for candidate in candidates[:depth]])
+        for qid, candidates in dataset.candidates.items()
+    ]
+    chunks: list[list[tuple[str, str, list[str]]]] = [[]]
+    for request in requests:
+        if isinstance(scorer, BatchScorer) and sum(len(r[2]) for r in chunks[-1]) < PAIRS_PER_CALL:
+            chunks[-1].append(request)
+        else:
+            chunks.append([request])
+    scores, started = {}, time.perf_counter()
+    for chunk in filter(None, chunks):
+        if isinstance(scorer, BatchScorer):
+            results = scorer.score_batch([(query, texts) for _, query, texts in chunk])
+        else:
+            results = [scorer(query, texts) for _, query, texts in chunk]
+        for (qid, _, _), result in zip(chunk, results, strict=True):
+            scores[qid] = [float(s) for s in result]
+            if progress is not None:
+                progress()
+    return scores, time.perf_counter() - started, sum(len(texts) for _, _, texts in requests)
 
 
 def evaluate(
@@ -96,17 +122,19 @@ def evaluate(
 
     Args:
         dataset: From :func:`crossrank.evaluation.load_dataset`.
-        scorers: Systems to compare, by display name, e.g. ``{"crossrank": reranker.score}``.
+        scorers: Systems to compare, by display name: a :class:`BatchScorer` such as a
+            :class:`crossrank.Reranker` (many queries per call, through ``score_batch``), or a
+            per-query function ``(query, texts) -> scores``, e.g. ``{"crossrank": reranker}``.
         depths: Stage-1 depths to rerank, e.g. ``(100, 20)``.
         progress: Called with a system name; returns a callback ticked once per query.
 
     Returns:
         An :class:`EvalReport`; stage 1 alone is always reported as the system ``"stage 1"``.
     """
+    chosen = measures(dataset.relevance_level)  # first: a clear error when ir-measures is missing
     import ir_measures
 
     depths = sorted(set(depths), reverse=True)
-    chosen = measures(dataset.relevance_level)
     qrels = [ir_measures.Qrel(q, d, g) for q, d, g in dataset.qrels if q in dataset.candidates]
 
     def score_run(run: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -29,9 +29,10 @@ def bm25_search(documents: list[str], queries: list[str], *, k: int) -> list[lis
 
 def bi_encoder_search(documents: list[str], queries: list[str], *, k: int) -> list[list[tuple[int, float]]]:
     """Top-``k`` documents per query by all-MiniLM-L6-v2 cosine similarity, best first."""
-    from crossrank.demo import BiEncoderRetriever, Chunk
+    from crossrank.corpus import CorpusDocument
+    from crossrank.retrieval import BiEncoderRetriever
 
-    retriever = BiEncoderRetriever([Chunk(str(i), "", text) for i, text in enumerate(documents)])
+    retriever = BiEncoderRetriever([CorpusDocument(str(i), "", text) for i, text in enumerate(documents)])
     results = []
     for query in queries:
         hits = retriever.retrieve(query, k=k)
