@@ -145,6 +145,21 @@ def prepare(system: str, model: str) -> None:
     load(system, model)("warm the page cache", ["one short text"])
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident size, in MB.
+
+    Linux's ``VmHWM`` starts afresh at ``exec``; ``getrusage``'s ``ru_maxrss`` does not: a worker
+    forked from a 500 MB parent reports at least 500 MB however small it stays. So ``VmHWM`` where
+    there is one (Linux), ``ru_maxrss`` elsewhere.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def serve(system: str, model: str) -> None:
     """Answer requests on stdin until ``quit``; only protocol lines go to stdout."""
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
@@ -157,7 +172,7 @@ def serve(system: str, model: str) -> None:
             scores = scorer(request["query"], request["texts"])
             reply = {"ms": (time.perf_counter() - started) * 1000, "scores": [float(s) for s in scores]}
         elif request["op"] == "rss":
-            reply = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            reply = {"peak_rss_mb": peak_rss_mb()}
         else:
             break
         protocol.write(json.dumps(reply) + "\n")

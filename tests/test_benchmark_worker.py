@@ -25,16 +25,30 @@ def test_worker_scores_like_the_reranker_and_reports_memory(
         {"op": "quit"},
     ]
     env = os.environ | {"CROSSRANK_CACHE": str(tmp_path)}
-    done = subprocess.run(
+    worker = subprocess.Popen(
         [sys.executable, str(WORKER), "--system", system, "--model", str(tiny_model_dir)],
-        input="".join(json.dumps(r) + "\n" for r in requests),
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         text=True,
         env=env,
-        check=True,
-        timeout=300,
     )
-    scored, memory = (json.loads(line) for line in done.stdout.splitlines())  # protocol lines only
+    try:
+        replies = []
+        for request in requests[:2]:
+            worker.stdin.write(json.dumps(request) + "\n")
+            worker.stdin.flush()
+            replies.append(json.loads(worker.stdout.readline()))  # protocol lines only on stdout
+        # The kernel's own peak resident size of the live worker, read while it waits for input.
+        status = Path(f"/proc/{worker.pid}/status").read_text()
+        kernel_peak_mb = (
+            int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
+        )
+        worker.stdin.write(json.dumps(requests[2]) + "\n")
+        worker.stdin.flush()
+        assert worker.wait(timeout=300) == 0
+    finally:
+        worker.kill()
+    scored, memory = replies
     expected = Reranker(tiny_model_dir, device="cpu").score(requests[0]["query"], requests[0]["texts"])
     assert scored["scores"] == pytest.approx(expected, abs=1e-4) and scored["ms"] > 0
-    assert memory["peak_rss_mb"] > 10
+    assert memory["peak_rss_mb"] == pytest.approx(kernel_peak_mb, rel=0.02)
