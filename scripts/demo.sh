@@ -5,4 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/_venv.sh
 pip install -q -e ".[demo]"
+# Without hub access the default model can't be had; in this repository's development layout the
+# trained test cross-encoder sits in ../shared, so the demo falls back to it (a path of this
+# checkout, not of the package: crossrank itself never looks there).
+fixture="../shared/models/crossrank-fixture-minilm-l6"
+if [ -z "${CROSSRANK_DEMO_FALLBACK_MODEL:-}" ] && [ -d "$fixture" ]; then
+    export CROSSRANK_DEMO_FALLBACK_MODEL="$fixture"
+fi
 crossrank demo "$@"
