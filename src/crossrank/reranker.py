@@ -669,8 +669,8 @@ class Reranker:
             self._warned_truncation = True  # once per Reranker: loud enough to notice, not log spam
             logger.warning(
                 "%d of %d documents are longer than max_length=%d with the query and were cut at the end; "
-                "set long_documents='windows' (`--long-documents windows`, CROSSRANK_LONG_DOCUMENTS) to score "
-                "all of each document.",
+                "set long_documents='windows' (`--long-documents windows`, CROSSRANK_LONG_DOCUMENTS) "
+                "to score all of each document.",
                 num_cut,
                 len(firsts),
                 self.max_length,
