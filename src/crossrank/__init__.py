@@ -22,7 +22,7 @@ from crossrank.errors import (
     UnsupportedModelError,
 )
 from crossrank.reranker import USE_DEFAULT, Reranker, RerankRequest
-from crossrank.results import RankedDocument, Ranking
+from crossrank.results import RankedDocument, Ranking, ScoringStats
 
 __version__ = "0.1.0"
 
@@ -41,6 +41,7 @@ __all__ = [
     "Reranker",
     "RerankerConfig",
     "ScoringError",
+    "ScoringStats",
     "UnsupportedModelError",
     "__version__",
 ]

@@ -224,6 +224,20 @@ class PairEncoder:
         """
         return len(self._encode_texts([text], "the text")[0])
 
+    def tokenize(self, texts: Sequence[str]) -> list[Encoding]:
+        """Tokenise ``texts`` alone (no special tokens), with character offsets: to cut text by tokens."""
+        return self._encode_texts(texts, "texts")
+
+    def document_room(self, query: str) -> int:
+        """How many document tokens fit next to ``query`` in one pair (the query cut to half if long).
+
+        Example:
+            >>> encoder.document_room("how long does a flea live")  # doctest: +SKIP
+            503
+        """
+        budget = self.max_length - self._num_special
+        return budget - min(self.count_tokens(query), budget // 2)
+
     def _encode_texts(self, texts: Sequence[str], what: str) -> list[Encoding]:
         """Tokenise ``texts`` without special tokens; unpaired surrogates become U+FFFD (logged)."""
         try:

@@ -27,7 +27,7 @@ from crossrank.config import DEFAULT_MODEL, RerankerConfig
 from crossrank.encoding import PairEncoder
 from crossrank.errors import DocumentTypeError, EmptyQueryError, InvalidArgumentError, ScoringError
 from crossrank.model_source import resolve_model_source
-from crossrank.results import RankedDocument, Ranking
+from crossrank.results import RankedDocument, Ranking, ScoringStats
 
 __all__ = ["USE_DEFAULT", "RerankRequest", "Reranker"]
 
@@ -430,7 +430,11 @@ class Reranker:
     # ------------------------------------------------------------------ many requests
 
     def score_batch(
-        self, requests: Iterable[Request], *, normalize: bool | _UseDefault = USE_DEFAULT
+        self,
+        requests: Iterable[Request],
+        *,
+        normalize: bool | _UseDefault = USE_DEFAULT,
+        stats: ScoringStats | None = None,
     ) -> list[list[float]]:
         """Score many ``(query, documents)`` requests together: one batch plan for all their pairs.
 
@@ -440,6 +444,7 @@ class Reranker:
         Args:
             requests: :class:`RerankRequest` objects or ``(query, documents)`` tuples.
             normalize: As in :meth:`score`.
+            stats: A :class:`ScoringStats` to add this call's pairs, tokens and forward passes to.
 
         Returns:
             For each request, its scores in input order, as :meth:`score` would give them. A
@@ -460,7 +465,7 @@ class Reranker:
             True
         """
         use_sigmoid = self._normalize_option(normalize)
-        return self._scores(self._check_requests(requests), use_sigmoid)
+        return self._scores(self._check_requests(requests), use_sigmoid, stats)
 
     def rank_batch(
         self,
@@ -482,12 +487,16 @@ class Reranker:
         return self._rankings(self._check_requests(requests), *options)
 
     async def ascore_batch(
-        self, requests: Iterable[Request], *, normalize: bool | _UseDefault = USE_DEFAULT
+        self,
+        requests: Iterable[Request],
+        *,
+        normalize: bool | _UseDefault = USE_DEFAULT,
+        stats: ScoringStats | None = None,
     ) -> list[list[float]]:
         """Async :meth:`score_batch`: runs in a worker thread; bad input raises in the caller's frame."""
         use_sigmoid = self._normalize_option(normalize)
         checked = self._check_requests(requests)
-        return await asyncio.to_thread(self._scores, checked, use_sigmoid)
+        return await asyncio.to_thread(self._scores, checked, use_sigmoid, stats)
 
     async def arank_batch(
         self,
@@ -616,9 +625,11 @@ class Reranker:
     # ------------------------------------------------------------------ the one scoring path
     # Below here inputs are checked: a list of (query, list of str).
 
-    def _scores(self, requests: list[_Checked], use_sigmoid: bool) -> list[list[float]]:
+    def _scores(
+        self, requests: list[_Checked], use_sigmoid: bool, stats: ScoringStats | None = None
+    ) -> list[list[float]]:
         scores = []
-        for logits in self._logits(requests):
+        for logits in self._logits(requests, stats):
             logits = logits.astype(np.float64)
             # In float64 so 0-1 scores of very confident pairs stay distinct (float32 rounds to 1.0 early).
             scores.append((1.0 / (1.0 + np.exp(-logits)) if use_sigmoid else logits).tolist())
@@ -643,7 +654,7 @@ class Reranker:
             )
         return rankings
 
-    def _logits(self, requests: list[_Checked]) -> list[np.ndarray]:
+    def _logits(self, requests: list[_Checked], stats: ScoringStats | None = None) -> list[np.ndarray]:
         """Raw float32 logits per request, in input order: every request's pairs in one batch plan."""
         windows = self.long_documents == "windows"
         firsts: list[Encoding] = []  # one pair per distinct document of every request
@@ -680,10 +691,12 @@ class Reranker:
         mix = getattr(self._backend, "batch_invariant", True)
         # The first pair of every document is batched exactly as without windows, so documents that
         # fit score bit for bit the same in both modes; further windows follow in their own batches.
-        logits = self._forward(firsts, [range(len(firsts))] if mix else first_groups)
+        logits = self._forward(firsts, [range(len(firsts))] if mix else first_groups, stats)
         if extras:
             np.maximum.at(
-                logits, extra_owners, self._forward(extras, [range(len(extras))] if mix else extra_groups)
+                logits,
+                extra_owners,
+                self._forward(extras, [range(len(extras))] if mix else extra_groups, stats),
             )
         results = []
         for i, (group, inverse) in enumerate(zip(first_groups, inverses, strict=True)):
@@ -697,7 +710,9 @@ class Reranker:
             results.append(request_logits)
         return results
 
-    def _forward(self, encodings: Sequence[Encoding], groups: list[range]) -> np.ndarray:
+    def _forward(
+        self, encodings: Sequence[Encoding], groups: list[range], stats: ScoringStats | None = None
+    ) -> np.ndarray:
         """Logits of ``encodings``; each group is planned into batches on its own."""
         logits = np.empty(len(encodings), dtype=np.float32)
         overhead = self._backend.batch_overhead_tokens
@@ -707,6 +722,13 @@ class Reranker:
             members = encodings[group.start : group.stop]
             for batch in self._encoder.batches(members, self.batch_size, overhead):
                 logits[group.start + batch.positions] = self._backend.logits(batch)
+                if stats is not None:
+                    rows, width = batch.input_ids.shape
+                    stats.pairs += rows
+                    stats.tokens += int(batch.attention_mask.sum())
+                    stats.padded_tokens += rows * width
+                    stats.forward_passes += 1
+                    stats.batch_rows.append(rows)
         return logits
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RankedDocument", "Ranking"]
+__all__ = ["RankedDocument", "Ranking", "ScoringStats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,3 +56,25 @@ class Ranking(list[RankedDocument]):
             f"Ranking({list.__repr__(self)}, num_candidates={self.num_candidates}, "
             f"num_below_min_score={self.num_below_min_score})"
         )
+
+
+@dataclass
+class ScoringStats:
+    """What a scoring call cost, filled in by :meth:`crossrank.Reranker.score_batch` when given one.
+
+    A server reads it for its metrics and timing headers; counts add up over calls given the same object.
+
+    Attributes:
+        pairs: (query, document) pairs scored, windows of long documents included; identical
+            documents in one request count once.
+        tokens: Real tokens in those pairs, special tokens included.
+        padded_tokens: Tokens the engine processed, padding included.
+        forward_passes: Calls to the engine.
+        batch_rows: Rows of each forward pass, in order.
+    """
+
+    pairs: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    forward_passes: int = 0
+    batch_rows: list[int] = field(default_factory=list)
