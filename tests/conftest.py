@@ -102,3 +102,49 @@ def dl19_top20() -> list[dict]:
     for row in rows:
         row["hits"] = row["hits"][:20]
     return rows
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServedApp:
+    """An ASGI app served by uvicorn on 127.0.0.1 in a background thread; always stopped on exit."""
+
+    def __init__(self, app, *, timeout_s: float = 30.0) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.timeout_s = timeout_s
+
+    def __enter__(self) -> ServedApp:
+        import threading
+        import time
+
+        self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + self.timeout_s
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"the test server on port {self.port} did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=self.timeout_s)
+
+
+@pytest.fixture(scope="session")
+def served():
+    """Serve an app for the length of a ``with`` block: ``with served(app) as server: server.url``."""
+    return ServedApp

@@ -28,7 +28,8 @@ from typing import Annotated, Any, Literal
 
 import annotated_types
 import typer
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
@@ -65,33 +66,41 @@ def _option_type(annotation: Any) -> Any:
     return annotation
 
 
-def _config_parameter(name: str, group: str) -> inspect.Parameter:
-    field = RerankerConfig.model_fields[name]
+def _config_parameter(
+    settings: type[BaseSettings], name: str, panel: str, env: str, dest: str | None = None
+) -> inspect.Parameter:
+    """A command-line option for field ``name`` of ``settings``: its type, bounds, help and env name."""
+    field = settings.model_fields[name]
     kind = _option_type(field.annotation)
-    flag = "--" + name.replace("_", "-")
-    decls = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag]
-    if name in _SHORT_FLAGS:
-        decls.append(_SHORT_FLAGS[name])
     constraints = [*field.metadata]
     if typing.get_origin(kind) is Annotated:  # PositiveInt: Annotated[int, Gt(0)]
         kind, *more = typing.get_args(kind)
         constraints += more
-    minimum = next((m.gt + 1 for m in constraints if isinstance(m, annotated_types.Gt)), None)
-    if name == "backend":  # any registered engine, shown as choices
+    if kind is SecretStr:
+        kind = str
+    if settings is RerankerConfig and name == "backend":  # any registered engine, shown as choices
         kind = Literal[backend_names()]  # type: ignore[valid-type]
+    flag = "--" + name.replace("_", "-")
+    decls = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag]
+    if settings is RerankerConfig and name in _SHORT_FLAGS:
+        decls.append(_SHORT_FLAGS[name])
+    minimum = next((m.gt + 1 for m in constraints if isinstance(m, annotated_types.Gt)), None)
+    minimum = next((m.ge for m in constraints if isinstance(m, annotated_types.Ge)), minimum)
+    maximum = next((m.le for m in constraints if isinstance(m, annotated_types.Le)), None)
     description = field.description or ""
     if field.default is not None and "default" not in description.lower():
         shown = str(field.default).lower() if isinstance(field.default, bool) else field.default
         description += f" Default: {shown}."
     option = typer.Option(
         *decls,
-        help=f"{description} Env: {env_name(name)}.",
+        help=f"{description} Env: {env}.",
         min=minimum,
-        rich_help_panel=_PANELS[group],
+        max=maximum,
+        rich_help_panel=panel,
         show_default=False,
     )
     return inspect.Parameter(
-        name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
+        dest or name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
     )
 
 
@@ -123,30 +132,59 @@ _CONFIG_FILE_PARAMETERS = [
 ]
 
 
-def reranker_options(*groups: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Give a command the config fields of ``groups`` as options; it receives ``config: RerankerConfig``.
+def reranker_options(
+    *groups: str, server: bool = False
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the config fields of ``groups`` as options; it receives ``config: RerankerConfig``
+    (and, with ``server=True``, the :class:`~crossrank.server.ServerConfig` fields and ``server_config``).
 
-    Options not given on the command line are left to the config's own sources: ``CROSSRANK_*``
+    Options not given on the command line are left to the configs' own sources: ``CROSSRANK_*``
     variables, then ``--config FILE``, then the defaults. A bad value is reported like any other
     error (exit code 1, no traceback).
     """
     names = [name for group in groups for name in OPTION_GROUPS[group]]
+    server_settings = _server_settings() if server else None
+    server_names = list(server_settings.model_fields) if server_settings else []
 
     def decorate(command: Callable[..., None]) -> Callable[..., None]:
-        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "config"]
-        added = _CONFIG_FILE_PARAMETERS + [
-            _config_parameter(name, group) for group in groups for name in OPTION_GROUPS[group]
+        own = [
+            p
+            for p in inspect.signature(command, eval_str=True).parameters.values()
+            if p.name not in ("config", "server_config")
         ]
+        added = _CONFIG_FILE_PARAMETERS + [
+            _config_parameter(RerankerConfig, name, _PANELS[group], env_name(name))
+            for group in groups
+            for name in OPTION_GROUPS[group]
+        ]
+        if server_settings is not None:
+            from crossrank.server.config import SERVER_ENV_PREFIX
+
+            added += [
+                _config_parameter(
+                    server_settings, name, "Server", f"{SERVER_ENV_PREFIX}{name.upper()}", f"server_{name}"
+                )
+                for name in server_names
+            ]
 
         @functools.wraps(command)
         def wrapper(**values: Any) -> None:
             config_file, section = values.pop("config_file"), values.pop("config_section")
             given = {name: value for name in names if (value := values.pop(name)) is not None}
+            server_given = {
+                name: value for name in server_names if (value := values.pop(f"server_{name}")) is not None
+            }
             try:
                 if config_file is not None:
                     config = RerankerConfig.from_yaml(config_file, section=section, **given)
                 else:
                     config = RerankerConfig(**given)
+                if server_settings is not None:
+                    values["server_config"] = (
+                        server_settings.from_yaml(config_file, **server_given)
+                        if config_file is not None
+                        else server_settings(**server_given)
+                    )
             except ValidationError as err:
                 raise _fail(describe_validation_error(err)) from None
             except (CrossrankError, FileNotFoundError) as err:
@@ -159,6 +197,15 @@ def reranker_options(*groups: str) -> Callable[[Callable[..., None]], Callable[.
         return wrapper
 
     return decorate
+
+
+def _server_settings() -> Any:
+    """The server's settings class, or a clear error when the ``server`` extra is missing."""
+    try:
+        from crossrank.server.config import ServerConfig
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise RuntimeError("crossrank serve needs the server extra: pip install 'crossrank[server]'") from err
+    return ServerConfig
 
 
 # --------------------------------------------------------------------------- output
@@ -595,6 +642,45 @@ def _print_report(report: Any) -> None:
                 "" if speed is None else f"{speed:.0f}",
             )
         console.print(table)
+
+
+# --------------------------------------------------------------------------- serve
+
+
+@app.command()
+@reranker_options("model", "engine", server=True)
+def serve(config: RerankerConfig, server_config: Any, verbose: Verbose = False) -> None:
+    """Serve the Cohere (v1, v2), Jina and TEI rerank APIs over HTTP, with pair-level dynamic batching.
+
+    Point Open WebUI, Dify, RAGFlow, LiteLLM, Haystack's TEI ranker or any Cohere / TEI client at
+    http://HOST:PORT (or http://HOST:PORT/v1): see docs/serving.md.
+    """
+    _setup(verbose)
+    try:
+        import uvicorn
+
+        from crossrank.server import create_app
+    except ImportError as err:
+        message = f"crossrank serve needs the server extra: pip install 'crossrank[server]' ({err})"
+        raise _fail(message) from None
+    with _errors_reported():
+        reranker = _reranker(config)
+    application = create_app(reranker, server_config)
+    err_console.print(
+        f"[bold]crossrank serve[/] {reranker.model_name} ({reranker.backend}, {reranker.device}) on "
+        f"http://{server_config.host}:{server_config.port}  "
+        f"[dim](batching {'on' if server_config.batching else 'off'}, "
+        f"auth {'on' if server_config.api_key else 'off'})[/]",
+        highlight=False,
+    )
+    uvicorn.run(
+        application,
+        host=server_config.host,
+        port=server_config.port,
+        log_level="info" if verbose else "warning",
+        timeout_graceful_shutdown=server_config.graceful_shutdown_s,
+        limit_concurrency=None,
+    )
 
 
 def main() -> None:

@@ -412,7 +412,7 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> FastAP
             return {
                 "model_id": model_name,
                 "model_dtype": reranker.quantize
-                or ("float32" if reranker.backend == "onnx" else reranker.precision),
+                or getattr(reranker.engine, "precision", "fp32"),
                 "model_type": {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}},
                 "max_concurrent_requests": config.max_concurrent_requests,
                 "max_input_length": reranker.max_length,

@@ -1,0 +1,396 @@
+"""`crossrank serve`: the Cohere, Jina and TEI rerank APIs over HTTP, tested on a real server.
+
+Every test talks HTTP to uvicorn on 127.0.0.1 (a free port, stopped after the module). The
+ranking tests use the trained fixture model and compare with ``Reranker.rank`` on the same
+inputs, scrambled so that an index-mapping bug would show; the limit and fault tests use the tiny
+model, wrapped where a test needs a slow or failing engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from crossrank import Reranker
+from crossrank.server import ServerConfig, create_app
+
+QUERY = "how long does a flea live"
+DOCS = [
+    "The Eiffel Tower is in Paris.",
+    "Adult fleas live two to three months, up to a year with a host.",
+    "Bread dough rests before baking.",
+    "The flea life cycle: egg, larva, pupa and adult.",
+    "Tea and coffee both hold caffeine.",
+    "Cats and dogs carry fleas.",
+]
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@pytest.fixture(scope="module")
+def api(fixture_reranker: Reranker, served):
+    """The server over the trained fixture model, with the default settings."""
+    with served(create_app(fixture_reranker, ServerConfig())) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def tiny_api(tiny_model_dir, served):
+    """A server over the tiny model with small limits, to reach every limit quickly."""
+    reranker = Reranker(tiny_model_dir, device="cpu")
+    config = ServerConfig(max_client_batch_size=50, payload_limit=20_000, max_batch_tokens=256)
+    with served(create_app(reranker, config)) as server:
+        yield server.url, reranker
+
+
+# --------------------------------------------------------------------------- the shapes
+
+
+@pytest.mark.real_model
+def test_tei_shape_sorted_sigmoid_with_index(api: str, fixture_reranker: Reranker) -> None:
+    order = list(range(len(DOCS)))
+    random.Random(7).shuffle(order)
+    texts = [DOCS[i] for i in order]
+    response = httpx.post(f"{api}/rerank", json={"query": QUERY, "texts": texts}, timeout=60)
+    assert response.status_code == 200, response.text
+    ranks = response.json()
+    assert isinstance(ranks, list) and [set(rank) for rank in ranks] == [{"index", "score"}] * len(texts)
+    expected = fixture_reranker.rank(QUERY, texts, top_n=None, normalize=True)
+    assert [rank["index"] for rank in ranks] == [hit.index for hit in expected]
+    assert [rank["score"] for rank in ranks] == pytest.approx([hit.score for hit in expected], abs=1e-6)
+    assert all(0 < rank["score"] < 1 for rank in ranks)
+    for header in ("x-compute-time", "x-queue-time", "x-inference-time", "x-total-time", "x-compute-tokens"):
+        assert header in response.headers
+    assert int(response.headers["x-compute-tokens"]) > len(texts) * 5
+
+
+@pytest.mark.real_model
+def test_tei_raw_scores_and_return_text(api: str, fixture_reranker: Reranker) -> None:
+    body = {"query": QUERY, "texts": DOCS, "raw_scores": True, "return_text": True, "model-id": "ignored"}
+    ranks = httpx.post(f"{api}/v1/rerank", json=body, timeout=60).json()  # /v1 + /rerank: same API
+    logits = fixture_reranker.score(QUERY, DOCS)
+    assert [rank["score"] for rank in ranks] == pytest.approx(sorted(logits, reverse=True), abs=1e-4)
+    assert all(rank["text"] == DOCS[rank["index"]] for rank in ranks)
+    assert min(rank["score"] for rank in ranks) < 0  # logits, not 0-1
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("path", ["/v2/rerank", "/v1/rerank", "/rerank", "/v1/v2/rerank"])
+def test_cohere_shape(api: str, fixture_reranker: Reranker, path: str) -> None:
+    body = {"model": "rerank-v3.5", "query": QUERY, "documents": DOCS, "top_n": 3, "priority": 0}
+    response = httpx.post(f"{api}{path}", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    payload = response.json()
+    assert set(payload) >= {"id", "results", "meta"} and payload["model"] == "rerank-v3.5"
+    assert payload["meta"]["api_version"]["version"] == ("2" if "v2" in path else "1")
+    expected = fixture_reranker.rank(QUERY, DOCS, top_n=3, normalize=True)
+    assert [r["index"] for r in payload["results"]] == [hit.index for hit in expected]
+    assert all("document" not in r for r in payload["results"])  # omitted, never null, when not asked
+    assert payload["usage"]["total_tokens"] == payload["meta"]["tokens"]["input_tokens"] > 0
+
+
+@pytest.mark.real_model
+def test_cohere_document_objects_and_rank_fields(api: str) -> None:
+    documents = [{"title": f"doc {i}", "text": text, "id": str(i)} for i, text in enumerate(DOCS)]
+    body = {"query": QUERY, "documents": documents, "return_documents": True, "top_n": 2}
+    results = httpx.post(f"{api}/v1/rerank", json=body, timeout=60).json()["results"]
+    assert [r["document"] for r in results] == [{"text": DOCS[r["index"]]} for r in results]
+    body = {
+        "query": QUERY,
+        "documents": documents,
+        "rank_fields": ["title", "text"],
+        "return_documents": True,
+    }
+    results = httpx.post(f"{api}/v2/rerank", json=body, timeout=60).json()["results"]
+    assert results[0]["document"]["text"].startswith(f"title: doc {results[0]['index']}\ntext: ")
+    missing = httpx.post(f"{api}/v2/rerank", json={**body, "rank_fields": ["body"]}, timeout=60)
+    assert missing.status_code == 400 and "no field 'body'" in missing.json()["message"]
+
+
+@pytest.mark.real_model
+def test_info_health_metrics(api: str, fixture_reranker: Reranker) -> None:
+    info = httpx.get(f"{api}/info").json()
+    assert next(iter(info["model_type"])) == "reranker"  # Dify's TEI plugin checks the first key
+    assert info["max_input_length"] == fixture_reranker.max_length and info["max_client_batch_size"] == 1000
+    assert httpx.get(f"{api}/health").status_code == 200 and httpx.get(f"{api}/v1/health").text == ""
+    httpx.post(f"{api}/rerank", json={"query": QUERY, "texts": DOCS}, timeout=60)
+    metrics = httpx.get(f"{api}/metrics").text
+    for name in (
+        'crossrank_requests_total{route="/rerank",status="200"}',
+        "crossrank_pairs_scored_total",
+        "crossrank_tokens_scored_total",
+        "crossrank_batch_pairs_bucket",
+        "crossrank_queue_seconds_count",
+        "crossrank_inference_seconds_count",
+    ):
+        assert name in metrics, name
+    pairs = float(
+        next(
+            line for line in metrics.splitlines() if line.startswith("crossrank_pairs_scored_total")
+        ).split()[1]
+    )
+    assert pairs >= len(DOCS)
+
+
+# --------------------------------------------------------------------------- every error path
+
+
+def _post(url: str, body, headers: dict[str, str] | None = None) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"content-type": "application/json", **(headers or {})}
+    return httpx.post(url, content=content, headers=headers, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "fragment"),
+    [
+        ("/rerank", {"query": "flea", "texts": []}, 400, "cannot be empty"),
+        ("/v2/rerank", {"query": "flea", "documents": []}, 400, "must not be empty"),
+        ("/rerank", {"query": " ", "texts": ["a"]}, 422, "no tokens"),
+        ("/rerank", {"query": "\u200b", "texts": ["a"]}, 422, "no tokens"),
+        ("/v2/rerank", {"query": "", "documents": ["a"]}, 400, "no tokens"),
+        ("/rerank", {"query": 3, "texts": ["a"]}, 422, "query"),
+        ("/rerank", {"query": "flea", "texts": "one text"}, 422, "texts"),
+        ("/v2/rerank", {"query": "flea", "documents": [None]}, 400, "documents"),
+        ("/v2/rerank", {"query": "flea", "documents": ["a"], "top_n": 0}, 400, "top_n"),
+        ("/v2/rerank", {"documents": ["a"]}, 400, "query"),
+        ("/v2/rerank", b"{not json", 400, "not valid JSON"),
+        ("/rerank", b"[1, 2]", 422, "valid dictionary"),
+        (
+            "/rerank",
+            {"query": "flea", "texts": ["a"] * 51},
+            422,
+            "batch size 51 > maximum allowed batch size 50",
+        ),
+        ("/v2/rerank", {"query": "flea", "documents": ["a"] * 51}, 400, "maximum allowed batch size 50"),
+        ("/rerank", {"query": "flea", "texts": ["x" * 30_000]}, 413, "larger than the limit"),
+    ],
+)
+def test_bad_requests_get_the_right_4xx_in_their_shape(tiny_api, path, body, status, fragment) -> None:
+    url, _ = tiny_api
+    response = _post(f"{url}{path}", body)
+    assert response.status_code == status, response.text
+    payload = response.json()
+    if path == "/v2/rerank" or (isinstance(body, dict) and "documents" in body):
+        assert fragment in payload["message"]
+    elif status != 413 and isinstance(body, dict):
+        assert fragment in payload["error"] and payload["error_type"] in {"Empty", "Validation"}
+    else:
+        assert fragment in json.dumps(payload)
+
+
+def test_split_internally_not_rejected_at_32(tiny_api) -> None:
+    """50 documents in one request (TEI's default cap is 32): split over several steps, all scored."""
+    url, reranker = tiny_api
+    texts = [f"fleas live {'a year ' * (i % 7)}with a host {i}" for i in range(50)]
+    ranks = _post(f"{url}/rerank", {"query": QUERY, "texts": texts, "raw_scores": True}).json()
+    logits = reranker.score(QUERY, texts)
+    assert sorted(rank["index"] for rank in ranks) == list(range(50))
+    assert max(abs(rank["score"] - logits[rank["index"]]) for rank in ranks) <= 1e-5
+
+
+def test_truncation_choices(tiny_api) -> None:
+    url, reranker = tiny_api
+    long_text = "flea " * 300 + "tea"  # far over the tiny model's 128 tokens
+    cut = _post(f"{url}/rerank", {"query": "tea", "texts": [long_text], "raw_scores": True})
+    assert cut.status_code == 200 and cut.json()[0]["score"] == pytest.approx(
+        reranker.score("tea", [long_text])[0], abs=1e-5
+    )
+    refused = _post(f"{url}/rerank", {"query": "tea", "texts": [long_text], "truncate": False})
+    assert refused.status_code == 422 and "must have less than 128 tokens" in refused.json()["error"]
+    left = _post(
+        f"{url}/rerank",
+        {
+            "query": "tea",
+            "texts": [long_text],
+            "truncate": True,
+            "truncation_direction": "Left",
+            "raw_scores": True,
+        },
+    )
+    right = _post(
+        f"{url}/rerank", {"query": "tea", "texts": [long_text], "truncate": True, "raw_scores": True}
+    )
+    assert left.json()[0]["score"] != right.json()[0]["score"]  # the end, holding "tea", was kept
+    capped = _post(
+        f"{url}/v2/rerank",
+        {"query": "tea", "documents": [long_text], "max_tokens_per_doc": 5, "raw_scores": True},
+    )
+    assert capped.json()["results"][0]["relevance_score"] == pytest.approx(
+        reranker.score("tea", ["flea flea flea flea flea"])[0], abs=1e-5
+    )
+
+
+class _Gate:
+    """An engine wrapper: each forward pass waits for the gate; a pair holding ``poison`` gives NaN."""
+
+    def __init__(self, inner, poison_id: int | None = None) -> None:
+        self.inner, self.poison_id = inner, poison_id
+        self.open = threading.Event()
+        self.open.set()
+        self.rows = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def logits(self, batch):
+        self.open.wait(timeout=30)
+        self.rows += len(batch.positions)
+        logits = self.inner.logits(batch)
+        if self.poison_id is not None:
+            logits[(batch.input_ids == self.poison_id).any(axis=1)] = np.nan
+        return logits
+
+
+def test_auth_overload_and_model_failure(tiny_model_dir, served) -> None:
+    base = Reranker(tiny_model_dir, device="cpu")
+    engine = _Gate(base.engine, poison_id=base.encoder.tokenizer.token_to_id("paris"))
+    reranker = Reranker.from_backend(engine)
+    config = ServerConfig(api_key="s3cret", max_concurrent_requests=2, max_wait_ms=0)
+    with served(create_app(reranker, config)) as server:
+        url, auth = server.url, {"authorization": "Bearer s3cret"}
+        body = {"query": "flea", "texts": ["fleas live a year", "tea"]}
+        unauthorised = _post(f"{url}/rerank", body)
+        assert unauthorised.status_code == 401 and "Bearer" in unauthorised.json()["message"]
+        assert (
+            httpx.post(f"{url}/rerank", content=b"{bad", headers={"authorization": "Bearer nope"}).status_code
+            == 401
+        )
+        assert (
+            httpx.get(f"{url}/health").status_code == 200 and httpx.get(f"{url}/metrics").status_code == 200
+        )
+        assert (
+            httpx.get(f"{url}/info").status_code == 401
+            and httpx.get(f"{url}/info", headers=auth).status_code == 200
+        )
+        assert _post(f"{url}/rerank", body, headers=auth).status_code == 200
+        # NaN from the model: that request fails with 424 (TEI) / 503 (Cohere), the others still score.
+        poisoned = _post(f"{url}/rerank", {"query": "flea", "texts": ["paris", "tea"]}, headers=auth)
+        assert poisoned.status_code == 424 and poisoned.json()["error_type"] == "Backend"
+        assert (
+            _post(f"{url}/v2/rerank", {"query": "flea", "documents": ["paris"]}, headers=auth).status_code
+            == 503
+        )
+        assert _post(f"{url}/rerank", body, headers=auth).status_code == 200
+        # Two requests held at the gate fill the cap: a third gets 429 with Retry-After.
+        engine.open.clear()
+        results: list[int] = []
+
+        def held() -> None:
+            results.append(_post(f"{url}/rerank", body, headers=auth).status_code)
+
+        threads = [threading.Thread(target=held) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            metrics = httpx.get(f"{url}/metrics").text
+            if "crossrank_requests_in_flight 2.0" in metrics:
+                break
+            time.sleep(0.02)
+        third = _post(f"{url}/rerank", body, headers=auth)
+        engine.open.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert third.status_code == 429 and third.headers["retry-after"] == "1"
+        assert third.json()["error_type"] == "Overloaded"
+        assert results == [200, 200]
+
+
+def test_a_request_whose_client_went_away_is_dropped(tiny_model_dir, served) -> None:
+    base = Reranker(tiny_model_dir, device="cpu")
+    engine = _Gate(base.engine)
+    reranker = Reranker.from_backend(engine)
+    with served(create_app(reranker, ServerConfig(max_wait_ms=0))) as server:
+        engine.open.clear()
+        first = threading.Thread(
+            target=_post, args=(f"{server.url}/rerank", {"query": "flea", "texts": ["a"]})
+        )
+        first.start()  # held in a forward pass at the gate
+        time.sleep(0.3)
+
+        async def give_up() -> None:
+            async with httpx.AsyncClient() as client:
+                with pytest.raises(httpx.TimeoutException):
+                    await client.post(
+                        f"{server.url}/rerank", json={"query": "flea", "texts": ["b"] * 7}, timeout=0.5
+                    )
+
+        asyncio.run(give_up())  # queued behind the first, then its client disconnects
+        rows_before = engine.rows
+        engine.open.set()
+        first.join(timeout=30)
+        time.sleep(0.5)
+        assert engine.rows == rows_before + 1  # only the first request's pair was scored
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert "crossrank_requests_dropped_total 1.0" in metrics
+
+
+# --------------------------------------------------------------------------- batching
+
+
+@pytest.mark.real_model
+def test_concurrent_requests_each_score_as_alone(fixture_reranker: Reranker, served, dl19_top20) -> None:
+    """Random concurrent mixes: every response equals its request scored alone (fp32: 1e-5)."""
+    rng = random.Random(19)
+    config = ServerConfig(max_wait_ms=5)
+    with served(create_app(fixture_reranker, config)) as server:
+        for _ in range(3):
+            rows = rng.sample(dl19_top20, 8)
+            bodies = [
+                {
+                    "query": row["query"],
+                    "texts": [h["text"] for h in rng.sample(row["hits"], rng.randint(1, 20))],
+                    "raw_scores": True,
+                }
+                for row in rows
+            ]
+
+            async def all_at_once(bodies=bodies):
+                async with httpx.AsyncClient(timeout=120) as client:
+                    return await asyncio.gather(
+                        *(client.post(f"{server.url}/rerank", json=b) for b in bodies)
+                    )
+
+            responses = asyncio.run(all_at_once())
+            for body, response in zip(bodies, responses, strict=True):
+                assert response.status_code == 200
+                alone = fixture_reranker.score(body["query"], body["texts"])
+                got = {rank["index"]: rank["score"] for rank in response.json()}
+                assert max(abs(got[i] - alone[i]) for i in range(len(alone))) <= 1e-5
+        metrics = httpx.get(f"{server.url}/metrics").text
+    steps = float(
+        next(line for line in metrics.splitlines() if line.startswith("crossrank_step_pairs_count")).split()[
+            1
+        ]
+    )
+    requests = 3 * 8
+    assert steps < requests  # requests did share scoring steps
+
+
+def test_int8_requests_score_exactly_as_alone(tiny_model_dir, served, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path))
+    reranker = Reranker(tiny_model_dir, backend="onnx", quantize="int8")
+    bodies = [
+        {"query": q, "texts": [f"{q} {w}" for w in ("flea", "tea", "sky", "dog cat")], "raw_scores": True}
+        for q in ("flea", "tea", "paris", "sun")
+    ]
+    with served(create_app(reranker, ServerConfig(max_wait_ms=20))) as server:
+
+        async def all_at_once():
+            async with httpx.AsyncClient(timeout=60) as client:
+                return await asyncio.gather(*(client.post(f"{server.url}/rerank", json=b) for b in bodies))
+
+        for body, response in zip(bodies, asyncio.run(all_at_once()), strict=True):
+            alone = reranker.score(body["query"], body["texts"])
+            assert {r["index"]: r["score"] for r in response.json()} == dict(enumerate(alone))
