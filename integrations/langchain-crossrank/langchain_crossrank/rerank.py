@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
-from pydantic import ConfigDict, Field, PositiveInt, PrivateAttr, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from crossrank import DEFAULT_MODEL, Ranking, Reranker, RerankerConfig
-from crossrank.errors import DocumentTypeError
+from crossrank.adapters import RANK_OPTIONS, check_items, check_rank_options, rank_options, resolve_reranker
 
 __all__ = ["CrossrankRerank"]
-
-_SOURCES = ("model", "reranker", "config")
-_RANK_OPTIONS = ("top_n", "normalize", "min_score")
 
 
 class CrossrankRerank(BaseDocumentCompressor):
@@ -30,11 +27,12 @@ class CrossrankRerank(BaseDocumentCompressor):
     Ties keep the input order. A document whose ``page_content`` is empty is scored like any other
     (on the query alone, so usually low) and is never dropped for being empty.
 
-    The model comes from exactly one of ``model`` (loaded here), ``reranker`` (a ready
-    ``crossrank.Reranker``, so one loaded model serves many compressors) or ``config`` (a
+    The model comes from exactly one of ``model`` (loaded here, on ``device``), ``reranker`` (a
+    ready ``crossrank.Reranker``, so one loaded model serves many compressors) or ``config`` (a
     ``crossrank.RerankerConfig``, e.g. from YAML or ``CROSSRANK_*`` environment variables).
     ``top_n``, ``normalize`` and ``min_score`` not passed here are taken from that reranker or
-    config; afterwards these fields and ``model`` hold the values in use.
+    config; afterwards these fields, ``model`` and ``device`` hold the values in use. These rules
+    and their messages are crossrank's (``crossrank.adapters``), shared with the LlamaIndex adapter.
 
     Example:
         .. code-block:: python
@@ -51,8 +49,11 @@ class CrossrankRerank(BaseDocumentCompressor):
                 print(doc.metadata["relevance_score"], doc.page_content)
 
     Raises:
-        pydantic.ValidationError: More than one of ``model``, ``reranker`` and ``config`` was
-            passed, or an option is out of range (``top_n < 1``, a NaN ``min_score``).
+        pydantic.ValidationError: A ``ValueError`` carrying crossrank's ``InvalidArgumentError``
+            message: more than one model source was passed (``model`` or ``device`` together with
+            ``reranker`` or ``config``, or both of those), or an option is invalid (``top_n`` not
+            a positive int, e.g. ``0`` or ``True``; a NaN or non-numeric ``min_score``; a
+            ``normalize`` that is not a bool). Also an unknown keyword.
         crossrank.ModelLoadError: The model can't be loaded (offline and not cached, no such
             directory, ...); the message names the model and the way out.
     """
@@ -63,21 +64,26 @@ class CrossrankRerank(BaseDocumentCompressor):
     """Hugging Face hub id or local directory of the cross-encoder (a one-logit MS MARCO-style
     model). Defaults to crossrank's default, ``"cross-encoder/ms-marco-MiniLM-L6-v2"``."""
 
-    top_n: PositiveInt | None = 3
+    device: str | None = None
+    """Device the model is loaded on when ``model`` is: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    Defaults to CUDA if present. Afterwards, the device the model runs on."""
+
+    top_n: int | None = 3
     """How many documents to return, best first; ``None`` returns all of them, ranked. Fewer
-    documents than ``top_n`` are all returned."""
+    documents than ``top_n`` are all returned. numpy integers are accepted; bools are not."""
 
     normalize: bool = False
     """``relevance_score`` as ``sigmoid(logit)`` in 0-1 instead of the raw logit."""
 
-    min_score: float | None = Field(default=None, allow_inf_nan=False)
+    min_score: float | None = None
     """Leave out documents scoring below this, on the scale ``normalize`` selects (a logit such
     as ``0.0``, or a probability such as ``0.5``). ``None`` keeps every document up to ``top_n``.
     crossrank logs how many were left out (INFO, logger ``crossrank.reranker``)."""
 
     reranker: Reranker | None = Field(default=None, exclude=True)
     """A ready ``crossrank.Reranker`` to use instead of loading ``model``, so one loaded model can
-    serve many compressors. Not copied: every compressor given it shares it."""
+    serve many compressors. Not copied: every compressor given it shares it. Afterwards, the
+    Reranker in use (however it was made)."""
 
     config: RerankerConfig | None = None
     """Settings to build the reranker from (model, device, batch size, max length, defaults of
@@ -91,30 +97,29 @@ class CrossrankRerank(BaseDocumentCompressor):
     def _model_as_str(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _check_rank_options(cls, data: Any) -> Any:
+        # crossrank's checks on the values as given, before pydantic coerces them (top_n=True -> 1).
+        return {**data, **check_rank_options(data)} if isinstance(data, dict) else data
+
     @model_validator(mode="after")
     def _build_reranker(self) -> CrossrankRerank:
-        given = [
-            name for name in _SOURCES if name in self.model_fields_set and getattr(self, name) is not None
-        ]
-        if len(given) > 1:
-            raise ValueError(
-                "pass only one of `model`, `reranker` or `config`, got "
-                f"{' and '.join(f'`{name}`' for name in given)}: "
-                "a reranker or config already names its model. Use `reranker=` to share a loaded model, "
-                "`config=` to build one from settings, or `model=` to load one here."
-            )
-        if self.reranker is not None:
-            self._reranker = self.reranker
-        elif self.config is not None:
-            self._reranker = Reranker.from_config(self.config)
-        else:
-            self._reranker = Reranker(self.model)
-            return self
-        # A reranker or config was given: report its model, and use its defaults for options not given.
+        given = set(self.model_fields_set)  # the names passed (setattr below adds to the live set)
+        self._reranker = resolve_reranker(
+            model=self.model,
+            reranker=self.reranker,
+            config=self.config,
+            given=given,
+            loader_options={"device": self.device},
+        )
+        # Report the model in use, and use the reranker's defaults for the options not given.
+        options = rank_options(self._reranker, {name: getattr(self, name) for name in RANK_OPTIONS}, given)
+        for name, value in options.items():
+            setattr(self, name, value)
         self.model = self._reranker.model_name
-        for name in _RANK_OPTIONS:
-            if name not in self.model_fields_set:
-                setattr(self, name, getattr(self._reranker, name))
+        self.device = self._reranker.device
+        self.reranker = self._reranker
         return self
 
     def compress_documents(
@@ -135,9 +140,11 @@ class CrossrankRerank(BaseDocumentCompressor):
             (``float``; replaces a ``relevance_score`` the input already had). ``[]`` for no documents.
 
         Raises:
-            crossrank.DocumentTypeError: An item of ``documents`` is not a ``Document``, or the
-                query is not a ``str`` (a ``TypeError`` naming the offending index).
-            crossrank.EmptyQueryError: ``query`` is empty or whitespace (a ``ValueError``).
+            crossrank.DocumentTypeError: ``documents`` is not a list (a single ``Document``, a
+                ``str``, ``None``), an item of it is not a ``Document`` (``None``, a ``str``, a
+                ``(Document, score)`` tuple), or the query is not a ``str``: a ``TypeError``
+                naming the offending index.
+            crossrank.EmptyQueryError: ``query`` has no tokens (empty or whitespace; a ``ValueError``).
         """
         docs = _as_documents(documents)
         ranking = self._reranker.rank(query, [doc.page_content for doc in docs], **self._rank_options())
@@ -163,19 +170,13 @@ class CrossrankRerank(BaseDocumentCompressor):
 
 def _as_documents(documents: object) -> list[Document]:
     """Check that ``documents`` is a sequence of ``Document``; return it as a new list."""
-    if isinstance(documents, (Document, str)) or not isinstance(documents, Iterable):
-        raise DocumentTypeError(
-            f"documents must be a list of langchain_core Document objects, got {type(documents).__name__}"
-            + ("; wrap it in a list" if isinstance(documents, Document) else "")
-        )
-    docs = list(documents)
-    for i, doc in enumerate(docs):
-        if not isinstance(doc, Document):
-            raise DocumentTypeError(
-                f"documents[{i}] is {type(doc).__name__}, expected a langchain_core.documents.Document "
-                "(wrap text as Document(page_content=text))"
-            )
-    return docs
+    return check_items(
+        documents,
+        Document,
+        name="documents",
+        type_label="langchain_core.documents.Document",
+        hint="wrap text as Document(page_content=text)",
+    )
 
 
 def _ranked_copies(docs: list[Document], ranking: Ranking) -> list[Document]:

@@ -46,5 +46,5 @@ def test_namespace_layout_like_llama_index_integrations() -> None:
 
 
 def test_model_together_with_config_is_an_error() -> None:
-    with pytest.raises(ValueError, match="model cannot be passed together with config="):
+    with pytest.raises(ValueError, match="got `model` and `config`"):
         CrossrankRerank(config=RerankerConfig(), model="other/model")

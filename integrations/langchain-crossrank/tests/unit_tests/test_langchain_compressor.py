@@ -107,8 +107,8 @@ def test_min_score_leaves_out_low_scores(reranker: Reranker) -> None:
         ([Document(page_content="fleas"), "plain text"], r"documents\[1\] is str, expected a langchain_core"),
         ([{"page_content": "fleas"}], r"documents\[0\] is dict, expected a langchain_core"),
         (Document(page_content="fleas"), r"got Document; wrap it in a list"),
-        ("fleas", r"documents must be a list of langchain_core Document objects, got str"),
-        (None, r"documents must be a list of langchain_core Document objects, got NoneType"),
+        ("fleas", r"documents must be a list of langchain_core\.documents\.Document, got str"),
+        (None, r"documents must be a list of langchain_core\.documents\.Document, got NoneType"),
     ],
 )
 async def test_non_documents_are_rejected_by_name(
@@ -125,10 +125,10 @@ async def test_non_documents_are_rejected_by_name(
 @pytest.mark.parametrize("query", ["", "   ", "\n\t"])
 async def test_blank_query_is_rejected(reranker: Reranker, query: str) -> None:
     compressor = CrossrankRerank(reranker=reranker)
-    with pytest.raises(EmptyQueryError, match="query is empty or whitespace") as err:
+    with pytest.raises(EmptyQueryError, match="query has no tokens the model can read") as err:
         compressor.compress_documents(make_docs(), query)
     assert isinstance(err.value, ValueError)
-    with pytest.raises(EmptyQueryError, match="query is empty or whitespace"):
+    with pytest.raises(EmptyQueryError, match="query has no tokens the model can read"):
         await compressor.acompress_documents(make_docs(), query)
 
 
@@ -211,9 +211,7 @@ def test_missing_model_raises_model_load_error(tmp_path: Path) -> None:
 def test_a_second_model_source_next_to_reranker_is_an_error(
     reranker: Reranker, sources: dict, named: str
 ) -> None:
-    with pytest.raises(
-        ValidationError, match=f"pass only one of `model`, `reranker` or `config`, got {named}"
-    ):
+    with pytest.raises(ValidationError, match=f"the model comes from exactly one of .*; got {named}"):
         CrossrankRerank(reranker=reranker, **sources)
 
 

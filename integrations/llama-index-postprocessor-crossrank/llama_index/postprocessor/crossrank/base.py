@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator, model_validator
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
@@ -14,13 +15,11 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from crossrank import DEFAULT_MODEL, Ranking, Reranker, RerankerConfig
+from crossrank.adapters import RANK_OPTIONS, check_items, check_rank_options, rank_options, resolve_reranker
 
 __all__ = ["CrossrankRerank"]
 
 dispatcher = get_dispatcher(__name__)
-
-#: The ranking options that, when not passed, are taken from a given ``reranker`` or ``config``.
-_RANKING_OPTIONS = ("top_n", "normalize", "min_score")
 
 
 class CrossrankRerank(BaseNodePostprocessor):
@@ -33,22 +32,32 @@ class CrossrankRerank(BaseNodePostprocessor):
     metadata, are left as they were.
 
     Args:
-        model (str): Hugging Face hub id or local directory of a cross-encoder. Defaults to
-            ``"cross-encoder/ms-marco-MiniLM-L6-v2"``.
+        model (str | os.PathLike): Hugging Face hub id or local directory of a cross-encoder.
+            Defaults to ``"cross-encoder/ms-marco-MiniLM-L6-v2"``.
         device (str, optional): ``"cpu"``, ``"cuda"``, ... Defaults to None: CUDA if available.
         top_n (int, optional): How many nodes to return; None returns them all, reordered.
-            Defaults to 3.
+            Defaults to 3. numpy integers are accepted; bools are not.
         normalize (bool): Scores in 0-1 (``sigmoid(logit)``) instead of raw logits. Defaults to False.
         min_score (float, optional): Drop nodes scoring below this, on the scale ``normalize``
-            selects. Defaults to None.
+            selects; not NaN. Defaults to None.
         keep_retrieval_score (bool): Put each node's stage-1 score in ``metadata["retrieval_score"]``
             of a copy of the node. Defaults to False.
         reranker (crossrank.Reranker, optional): A loaded Reranker to use (and share) instead of
-            loading ``model``.
+            loading ``model``. Afterwards, the Reranker in use (however it was made).
         config (crossrank.RerankerConfig, optional): Build the Reranker from these settings.
 
-    With ``reranker`` or ``config``, the model is theirs: passing ``model`` or ``device`` too is a
-    ``ValueError``. ``top_n``, ``normalize`` and ``min_score`` not passed are taken from them.
+    The model comes from exactly one of ``model`` (with ``device``), ``reranker`` or ``config``.
+    ``top_n``, ``normalize`` and ``min_score`` not passed are taken from the reranker or config;
+    afterwards these fields, ``model`` and ``device`` hold the values in use. These rules and
+    their messages are crossrank's (``crossrank.adapters``), shared with the LangChain adapter.
+
+    Raises:
+        pydantic.ValidationError: A ``ValueError`` carrying crossrank's ``InvalidArgumentError``
+            message: more than one model source was passed (``model`` or ``device`` together with
+            ``reranker`` or ``config``, or both of those), or an option is invalid (``top_n`` not
+            a positive int, e.g. ``0`` or ``True``; a NaN or non-numeric ``min_score``; a
+            ``normalize`` that is not a bool).
+        crossrank.ModelLoadError: The model can't be loaded; the message names it and the way out.
 
     Example:
         .. code-block:: python
@@ -61,51 +70,61 @@ class CrossrankRerank(BaseNodePostprocessor):
 
     model: str = Field(default=DEFAULT_MODEL, description="Hub id or local directory of the cross-encoder.")
     device: str | None = Field(default=None, description="Device the model runs on; None: CUDA if present.")
-    top_n: int | None = Field(default=3, ge=1, description="Number of nodes to return; None returns all.")
+    top_n: int | None = Field(default=3, description="Number of nodes to return; None returns all.")
     normalize: bool = Field(default=False, description="Scores in 0-1 (sigmoid) instead of raw logits.")
     min_score: float | None = Field(default=None, description="Drop nodes scoring below this.")
     keep_retrieval_score: bool = Field(
         default=False, description="Keep the retrieval score in metadata['retrieval_score'] (of a copy)."
     )
+    reranker: Reranker | None = Field(
+        default=None,
+        exclude=True,
+        description="The crossrank.Reranker that scores the nodes (shared, not copied).",
+    )
+    config: RerankerConfig | None = Field(
+        default=None, exclude=True, description="Settings to build the Reranker from."
+    )
 
     _reranker: Reranker = PrivateAttr()
 
-    def __init__(
-        self, *, reranker: Reranker | None = None, config: RerankerConfig | None = None, **data: Any
-    ) -> None:
-        super().__init__(**data)
-        if reranker is not None and config is not None:
-            raise ValueError("Pass either reranker= or config=, not both.")
-        source = reranker if reranker is not None else config
-        if source is not None:
-            clash = sorted({"model", "device"} & self.model_fields_set)
-            if clash:
-                kind = "reranker" if reranker is not None else "config"
-                raise ValueError(f"{', '.join(clash)} cannot be passed together with {kind}=; set it there.")
-            for name in _RANKING_OPTIONS:
-                if name not in self.model_fields_set:
-                    setattr(self, name, getattr(source, name))
-        if reranker is None and config is not None:
-            reranker = Reranker.from_config(config)
-        elif reranker is None:
-            reranker = Reranker(self.model, device=self.device)
-        self.model = reranker.model_name
-        self.device = reranker.device
-        self._reranker = reranker
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_as_str(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_rank_options(cls, data: Any) -> Any:
+        # crossrank's checks on the values as given, before pydantic coerces them (top_n=True -> 1).
+        return {**data, **check_rank_options(data)} if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _build_reranker(self) -> CrossrankRerank:
+        given = set(self.model_fields_set)  # the names passed (setattr below adds to the live set)
+        self._reranker = resolve_reranker(
+            model=self.model,
+            reranker=self.reranker,
+            config=self.config,
+            given=given,
+            loader_options={"device": self.device},
+        )
+        # Report the model in use, and use the reranker's defaults for the options not given.
+        options = rank_options(self._reranker, {name: getattr(self, name) for name in RANK_OPTIONS}, given)
+        for name, value in options.items():
+            setattr(self, name, value)
+        self.model = self._reranker.model_name
+        self.device = self._reranker.device
+        self.reranker = self._reranker
+        return self
 
     @classmethod
     def class_name(cls) -> str:
         return "CrossrankRerank"
 
-    @property
-    def reranker(self) -> Reranker:
-        """The :class:`crossrank.Reranker` that scores the nodes."""
-        return self._reranker
-
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        query, texts = self._prepare(nodes, query_bundle)
+        nodes, query, texts = self._prepare(nodes, query_bundle)
         if not nodes:
             return []
         with self._rerank_events(nodes, query_bundle) as new_nodes:
@@ -119,7 +138,7 @@ class CrossrankRerank(BaseNodePostprocessor):
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        query, texts = self._prepare(nodes, query_bundle)
+        nodes, query, texts = self._prepare(nodes, query_bundle)
         if not nodes:
             return []
         with self._rerank_events(nodes, query_bundle) as new_nodes:
@@ -132,10 +151,27 @@ class CrossrankRerank(BaseNodePostprocessor):
     # ------------------------------------------------------------------ helpers
 
     @staticmethod
-    def _prepare(nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> tuple[str, list[str]]:
+    def _prepare(
+        nodes: object, query_bundle: QueryBundle | None
+    ) -> tuple[list[NodeWithScore], str, list[str]]:
+        """The nodes as a new list, the query and the text of each node.
+
+        Raises:
+            crossrank.DocumentTypeError: ``nodes`` is not a list, or an item of it is not a
+                ``NodeWithScore`` (the message names its index), checked before anything reads them.
+            ValueError: No query bundle.
+        """
+        checked = check_items(
+            nodes,
+            NodeWithScore,
+            name="nodes",
+            type_label="llama_index.core.schema.NodeWithScore",
+            hint="wrap a node as NodeWithScore(node=node), text as NodeWithScore(node=TextNode(text=text))",
+        )
         if query_bundle is None:
             raise ValueError("Missing query bundle in extra info.")
-        return query_bundle.query_str, [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+        texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in checked]
+        return checked, query_bundle.query_str, texts
 
     @contextmanager
     def _rerank_events(
