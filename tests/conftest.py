@@ -148,3 +148,9 @@ class ServedApp:
 def served():
     """Serve an app for the length of a ``with`` block: ``with served(app) as server: server.url``."""
     return ServedApp
+
+
+@pytest.fixture
+def port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    return free_port()

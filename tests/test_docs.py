@@ -23,6 +23,8 @@ MODULES = [
     "crossrank.corpus",
     "crossrank.encoding",
     "crossrank.backends",
+    "crossrank.adapters",
+    "crossrank.server.config",
 ]
 
 _RUNNER = """

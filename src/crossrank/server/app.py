@@ -349,7 +349,7 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> FastAP
             left=body.truncation_direction.lower() == "left",
             max_tokens_per_doc=None,
         )
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])[: body.top_n]
         ranks = [
             {"index": i, "score": scores[i], **({"text": body.texts[i]} if body.return_text else {})}
             for i in order

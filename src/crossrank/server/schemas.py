@@ -51,6 +51,9 @@ class TeiRequest(_Request):
     truncation_direction: Literal["Left", "Right", "left", "right"] = "Right"
     raw_scores: bool = False
     return_text: bool = False
+    top_n: int | None = Field(
+        None, ge=1, description="crossrank: keep the best n (TEI ignores it; LiteLLM's huggingface/ sends it)."
+    )
 
 
 def _shape(body: Any) -> str:

@@ -1,0 +1,5 @@
+"""``python -m crossrank``: the ``crossrank`` command."""
+
+from crossrank.cli import main
+
+main()

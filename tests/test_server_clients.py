@@ -1,0 +1,122 @@
+"""Real clients no one here wrote, unchanged, against `crossrank serve`: they get `Reranker.rank`'s top 3.
+
+* the official ``cohere`` SDK (``ClientV2(base_url=...)``, which POSTs ``/v2/rerank``);
+* ``litellm.rerank`` with the ``cohere/`` provider (``/v1/rerank``) and the ``huggingface/``
+  provider (TEI's ``/rerank``); LiteLLM's strict ``RerankResponse`` doubles as a schema check.
+And the command itself: ``crossrank serve`` as a process, stopped with SIGTERM while requests are
+in flight, answers them all before it exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from crossrank import Reranker
+from crossrank.server import ServerConfig, create_app
+
+QUERY = "how long does a flea live"
+DOCS = [
+    "The Eiffel Tower is in Paris.",
+    "Cats and dogs carry fleas.",
+    "Adult fleas live two to three months, up to a year with a host.",
+    "Bread dough rests before baking.",
+    "The flea life cycle: egg, larva, pupa and adult.",
+    "Tea and coffee both hold caffeine.",
+]
+
+pytestmark = pytest.mark.real_model
+
+
+@pytest.fixture(scope="module")
+def api(fixture_reranker: Reranker, served):
+    with served(create_app(fixture_reranker, ServerConfig())) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def top3(fixture_reranker: Reranker) -> list[int]:
+    return [hit.index for hit in fixture_reranker.rank(QUERY, DOCS, top_n=3)]
+
+
+def test_cohere_sdk(api: str, top3: list[int]) -> None:
+    import cohere
+
+    client = cohere.ClientV2(api_key="unused", base_url=api)
+    response = client.rerank(model="crossrank", query=QUERY, documents=DOCS, top_n=3)
+    assert [result.index for result in response.results] == top3
+    assert all(0 < result.relevance_score < 1 for result in response.results)
+    with pytest.raises(cohere.errors.BadRequestError) as info:
+        client.rerank(model="crossrank", query=QUERY, documents=[], request_options={"max_retries": 0})
+    assert "must not be empty" in str(info.value.body)
+
+
+@pytest.mark.parametrize("provider", ["cohere", "huggingface"])
+def test_litellm_rerank(api: str, top3: list[int], provider: str, monkeypatch) -> None:
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of the cost map from the internet
+    import litellm
+
+    response = litellm.rerank(
+        model=f"{provider}/crossrank", query=QUERY, documents=DOCS, top_n=3, api_base=api, api_key="unused"
+    )
+    assert [result["index"] for result in response.results] == top3
+    assert all(0 < result["relevance_score"] < 1 for result in response.results)
+
+
+def test_serve_command_drains_in_flight_requests_on_sigterm(tiny_model_dir, port: int) -> None:
+    env = os.environ | {"CROSSRANK_SERVER_PORT": str(port), "TOKENIZERS_PARALLELISM": "false"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "crossrank",
+            "serve",
+            "--model",
+            str(tiny_model_dir),
+            "--max-batch-tokens",
+            "512",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+            time.sleep(0.2)
+        statuses: list[int] = []
+        body = {"query": "flea", "texts": [f"fleas live a year with a host {i}" for i in range(1000)]}
+
+        def call() -> None:
+            statuses.append(httpx.post(f"{url}/rerank", json=body, timeout=120).status_code)
+
+        threads = [threading.Thread(target=call) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        while "crossrank_requests_in_flight 4.0" not in httpx.get(f"{url}/metrics").text:
+            assert time.monotonic() < deadline and not statuses, "the requests did not get in flight together"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)  # 4,000 pairs in flight: seconds of work left
+        for thread in threads:
+            thread.join(timeout=120)
+        # uvicorn drains, then re-raises the signal so the exit status says what stopped it.
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert statuses == [200] * 4  # every request in flight was answered before the exit
+    finally:
+        if process.poll() is None:
+            process.kill()
