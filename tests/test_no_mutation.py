@@ -53,7 +53,9 @@ def test_rank_never_mutates_and_accounts_for_every_document(
 
 @settings_
 @given(
-    requests=st.lists(st.tuples(words.filter(str.strip).filter(lambda w: w != "\u200b"), documents), max_size=5)
+    requests=st.lists(
+        st.tuples(words.filter(str.strip).filter(lambda w: w != "\u200b"), documents), max_size=5
+    )
 )
 def test_batches_never_mutate_and_equal_one_call_per_request(tiny_reranker: Reranker, requests) -> None:
     before = copy.deepcopy(requests)

@@ -52,7 +52,7 @@ class TeiRequest(_Request):
     raw_scores: bool = False
     return_text: bool = False
     top_n: int | None = Field(
-        None, ge=1, description="crossrank: keep the best n (TEI ignores it; LiteLLM's huggingface/ sends it)."
+        None, ge=1, description="crossrank: keep the best n (TEI ignores it; LiteLLM's huggingface/ sends it)"
     )
 
 
