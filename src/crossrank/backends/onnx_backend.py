@@ -166,7 +166,8 @@ class OnnxBackend:
             device: ``"cpu"`` (default) or ``"cuda"`` (needs ``onnxruntime-gpu``).
             quantize: None for fp32, ``"int8"`` for dynamic int8 weights.
             onnx_file: Path inside the model folder/repo of a ready ONNX file to use as is.
-            threads: ONNX Runtime intra-op threads. Defaults to ORT's choice (the physical cores).
+            threads: ONNX Runtime intra-op threads. Defaults to the CPUs this process may use
+                (:func:`crossrank.cpus.usable_cpus`).
 
         Raises:
             BackendUnavailableError: onnxruntime (or, to export, onnx) is not installed.
@@ -206,10 +207,19 @@ class OnnxBackend:
             cache_name = str(model_dir.resolve()) if Path(source.location).is_dir() else source.name
             path = _cached_onnx(model_dir, cache_name, config, quantize)
 
+        from crossrank.cpus import usable_cpus
+
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads is not None:
-            options.intra_op_num_threads = threads
+        # Default: the CPUs this process may really use (affinity, cgroup quota), not the machine's.
+        options.intra_op_num_threads = threads if threads is not None else usable_cpus()
+        # No spin-waiting: ORT's pool threads otherwise spin for work between (and after) the
+        # parallel parts of a run, on cores another engine or process may need; with the cores
+        # shared, int8 scoring then ran at half speed (docs/performance.md, "Sharing the cores").
+        # CROSSRANK_ORT_SPIN=1 (private, for benchmarks/shared_cores.py) gives ORT's spinning back.
+        spin = "1" if os.environ.get("CROSSRANK_ORT_SPIN", "0").strip() == "1" else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         use_cuda = (device or "cpu").startswith("cuda")
         providers = (
             ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,7 @@ import torch
 from tokenizers import Tokenizer
 
 from crossrank.backends.first_token import use_first_token_last_layer
+from crossrank.cpus import usable_cpus
 from crossrank.encoding import EncodedBatch
 from crossrank.errors import InvalidArgumentError, ModelLoadError, UnsupportedModelError
 from crossrank.model_source import ModelSource
@@ -56,22 +56,64 @@ def _resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with ``threads`` intra-op threads, then restore the previous count.
+#: Guards the state below: backends may be loaded in several threads at once.
+_threads_lock = threading.Lock()
+#: Whether a torch backend was created in this process already.
+_created = False
+#: The count the last backend with ``threads=`` applied; None while none has set one.
+_applied_threads: int | None = None
+#: Whether a backend with ``threads=None`` already checked torch's count against the usable CPUs.
+_checked_usable = False
 
-    ``torch.set_num_threads`` is process-wide, so a per-Reranker setting can only hold for the
-    duration of its own forward passes (which the backend's lock already serialises).
+
+def _apply_threads(threads: int | None) -> None:
+    """Apply ``threads`` to torch's intra-op thread count, once, when a backend is created.
+
+    The count is a process setting (``torch.set_num_threads``), so it is set here and never
+    per call: changing it around each forward pass made two Rerankers with different counts
+    run with each other's count and leave the process at the wrong one. A later backend with a
+    different count replaces it for every torch Reranker, with a warning naming both. With
+    ``threads=None`` the count is lowered (never raised) to the CPUs this process may use
+    (:func:`crossrank.cpus.usable_cpus`), once per process, unless an explicit count is in force.
     """
-    previous = torch.get_num_threads()
-    if threads is None or threads == previous:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    global _created, _applied_threads, _checked_usable
+    with _threads_lock:
+        current = torch.get_num_threads()
+        earlier, _created = _created, True
+        if threads is not None:
+            if earlier and threads != current:
+                logger.warning(
+                    "threads=%d replaces torch's intra-op thread count %d, which the torch Reranker "
+                    "loaded earlier ran with: the count is process-wide, so every torch Reranker in "
+                    "this process now runs with %d threads.",
+                    threads,
+                    current,
+                    threads,
+                )
+            else:
+                logger.info(
+                    "threads=%d: torch's intra-op thread count is process-wide; set to %d for the whole "
+                    "process (was %d).",
+                    threads,
+                    threads,
+                    current,
+                )
+            torch.set_num_threads(threads)
+            _applied_threads = threads
+            return
+        if _checked_usable or _applied_threads is not None:
+            return  # checked already, or an explicit count is in force
+        _checked_usable = True
+        usable = usable_cpus()
+        if current > usable:
+            logger.info(
+                "torch used %d intra-op threads but this process may use %d CPUs (affinity, cgroup "
+                "quota): set to %d for the whole process.",
+                current,
+                usable,
+                usable,
+            )
+            torch.set_num_threads(usable)
 
 
 def _default_device() -> str:
@@ -82,6 +124,15 @@ class TorchBackend:
     """Runs a sentence-transformers ``CrossEncoder`` with torch.
 
     Use :meth:`load`; the constructor takes an already loaded ``CrossEncoder``.
+
+    Threads: torch's intra-op thread count is a process setting, not a per-model one. ``threads=``
+    is applied once, when the backend is created (``torch.set_num_threads``, logged at INFO), and
+    holds for all torch work in the process; a later backend with another count replaces it
+    (logged as a WARNING naming both). Scoring never changes it. With ``threads=None`` the count
+    torch chose is kept, except that it is lowered to :func:`crossrank.cpus.usable_cpus` (the
+    affinity mask and cgroup quota) if above it, once per process. With torch's OpenMP builds a
+    thread that ran torch code before the backend was created keeps the count it had then; the
+    threads started later take the new one, so create the Reranker before the serving threads.
     """
 
     name = "torch"
@@ -112,8 +163,10 @@ class TorchBackend:
         self.device = str(cross_encoder.device)
         #: Compute precision actually used: "fp32", "fp16" or "bf16".
         self.precision = _resolve_precision(precision, self.device)
-        #: Threads for each forward pass (None: torch's process-wide setting).
+        #: The ``threads=`` asked for: torch's process-wide count, applied once here (None: torch's
+        #: own count, lowered to the usable CPUs if above them). See the class docstring.
         self.threads = threads
+        _apply_threads(threads)
         on_cuda = self.device.startswith("cuda")
         self.batch_overhead_tokens = _OVERHEAD_TOKENS["cuda" if on_cuda else "cpu"]
         self.default_batch_size = 128 if on_cuda else 32  # a CPU gains nothing from wider batches
@@ -141,7 +194,9 @@ class TorchBackend:
         Args:
             precision: ``"auto"`` (fp16 autocast on CUDA, fp32 elsewhere), ``"fp32"``, ``"fp16"``
                 (CUDA only) or ``"bf16"`` (autocast).
-            threads: CPU threads for each forward pass; None keeps torch's process-wide setting.
+            threads: torch's intra-op thread count, for the whole process: set once here, never
+                per call (see the class docstring). None keeps torch's count, lowered to the
+                CPUs this process may use if above them.
 
         Raises:
             InvalidArgumentError: Unknown ``precision``, or fp16 without CUDA.
@@ -180,8 +235,9 @@ class TorchBackend:
         """Raw logits of ``batch`` as a float32 array of shape ``(rows,)``."""
         features = {key: torch.from_numpy(value) for key, value in batch.as_dict().items()}
         # One forward at a time: the model is shared, and parallel forwards on a CPU only fight
-        # over the same cores (torch already uses them all inside one call).
-        with self._lock, _torch_threads(self.threads), torch.inference_mode(), self._autocast():
+        # over the same cores (torch already uses them all inside one call). The thread count is
+        # not touched here: it is a process setting, applied at load (_apply_threads).
+        with self._lock, torch.inference_mode(), self._autocast():
             features = {key: value.to(self._model.device) for key, value in features.items()}
             scores = self._model(features)["scores"]
         return scores.float().reshape(-1).cpu().numpy()
