@@ -219,25 +219,6 @@ def test_threads_share_one_reranker(tiny_reranker: Reranker) -> None:
     assert got == expected
 
 
-def test_torch_threads_hold_for_the_forward_pass_only(tiny_model_dir, tiny_reranker: Reranker) -> None:
-    import torch
-
-    before = torch.get_num_threads()
-    wanted = 1 if before > 1 else 2
-    reranker = Reranker(tiny_model_dir, device="cpu", threads=wanted)
-    seen: list[int] = []
-    embeddings = reranker.engine.cross_encoder.model.base_model.embeddings  # runs in every forward pass
-    hook = embeddings.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
-    try:
-        scores = reranker.score(QUERY, DOCS)
-    finally:
-        hook.remove()
-    assert seen and set(seen) == {wanted}
-    assert torch.get_num_threads() == before  # the process-wide setting is put back
-    assert scores == pytest.approx(tiny_reranker.score(QUERY, DOCS), abs=1e-6)
-    assert reranker.to_config().threads == wanted
-
-
 class _CountTokenBackend(_ConstantBackend):
     """Scores a pair by how many times one token occurs in it: makes window logic checkable."""
 

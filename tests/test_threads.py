@@ -54,7 +54,7 @@ def _record_threads(reranker: Reranker, seen: list[int]):
         seen.append(torch.get_num_threads())
         time.sleep(0.002)
 
-    embeddings = reranker._backend._model.model.base_model.embeddings
+    embeddings = reranker.engine.cross_encoder.model.base_model.embeddings
     return embeddings.register_forward_pre_hook(hook)
 
 
@@ -118,9 +118,9 @@ def test_overlapping_forward_passes_leave_the_process_count_alone(
     def b_waits_for_a(module, args, output) -> None:
         a_done.wait(timeout=5)
 
-    b_model = b._backend._model  # the CrossEncoder: its hooks run inside the backend's call
+    b_model = b.engine.cross_encoder  # the CrossEncoder: its hooks run inside the backend's call
     hooks = [
-        a._backend._model.register_forward_pre_hook(a_waits_for_b),
+        a.engine.cross_encoder.register_forward_pre_hook(a_waits_for_b),
         b_model.register_forward_pre_hook(b_is_inside),
         b_model.register_forward_hook(b_waits_for_a),
     ]
@@ -161,7 +161,7 @@ def test_threads_are_set_once_at_load_for_the_whole_process(
     with caplog.at_level(logging.INFO, logger=torch_backend.__name__):
         first = Reranker(tiny_model_dir, device="cpu", threads=1)
     assert torch.get_num_threads() == 1 and _count_in_a_new_thread() == 1
-    assert first._backend.threads == 1 and first.to_config().threads == 1
+    assert first.engine.threads == 1 and first.to_config().threads == 1
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert any("process-wide" in message and "(was 3)" in message for message in infos)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -176,7 +176,7 @@ def test_threads_are_set_once_at_load_for_the_whole_process(
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "threads=2" in warning and "count 1" in warning
     assert torch.get_num_threads() == 2 and _count_in_a_new_thread() == 2  # the last load wins...
-    assert first._backend.threads == 1 and second._backend.threads == 2  # ...each keeps what it asked
+    assert first.engine.threads == 1 and second.engine.threads == 2  # ...each keeps what it asked
     first.score(QUERY, DOCS)
     assert torch.get_num_threads() == 2  # and scoring doesn't touch it
 
@@ -189,7 +189,7 @@ def test_default_threads_lowered_to_usable_cpus_once(
     with caplog.at_level(logging.INFO, logger=torch_backend.__name__):
         reranker = Reranker(tiny_model_dir, device="cpu")
     assert torch.get_num_threads() == 1 and _count_in_a_new_thread() == 1
-    assert reranker._backend.threads is None
+    assert reranker.engine.threads is None
     assert any("may use 1 CPUs" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
     torch.set_num_threads(3)  # the user's own later choice stands: the check runs once per process
     Reranker(tiny_model_dir, device="cpu")
@@ -300,7 +300,7 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _session_options(reranker: Reranker):
-    return reranker._backend._session.get_session_options()
+    return reranker.engine.session.get_session_options()
 
 
 def test_onnx_default_threads_are_the_usable_cpus(

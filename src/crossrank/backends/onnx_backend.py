@@ -143,6 +143,8 @@ class OnnxBackend:
         # nDCG@10 was 0.5365 with batches of 32, 0.5459 with 8, 0.5460 with 4 and 0.5491 with 1
         # (fp32: 0.5495), at the same docs/s down to 4 (111 vs 106): so int8 batches hold 4 pairs.
         self.default_batch_size = 4 if quantized else (128 if device.startswith("cuda") else 32)
+        #: int8 activations are quantised per batch: a row's logit moves with its batch-mates.
+        self.batch_invariant = not quantized
 
     @classmethod
     def load(
@@ -244,6 +246,11 @@ class OnnxBackend:
             path=path,
             quantized=quantize == "int8",
         )
+
+    @property
+    def session(self) -> Any:
+        """The ONNX Runtime ``InferenceSession`` (its options, providers, inputs)."""
+        return self._session
 
     def logits(self, batch: EncodedBatch) -> np.ndarray:
         """Raw logits of ``batch`` as a float32 array of shape ``(rows,)``."""

@@ -136,6 +136,8 @@ class TorchBackend:
     """
 
     name = "torch"
+    #: fp32/fp16 logits of a row don't depend on its batch-mates beyond float rounding.
+    batch_invariant = True
 
     def __init__(
         self, cross_encoder: Any, *, model_name: str, precision: str = "auto", threads: int | None = None
@@ -230,6 +232,11 @@ class TorchBackend:
         if isinstance(hf_model, torch.nn.Module):
             use_first_token_last_layer(hf_model)
         return backend
+
+    @property
+    def cross_encoder(self) -> Any:
+        """The sentence-transformers ``CrossEncoder`` this backend runs (its ``.model`` is the HF model)."""
+        return self._model
 
     def logits(self, batch: EncodedBatch) -> np.ndarray:
         """Raw logits of ``batch`` as a float32 array of shape ``(rows,)``."""
