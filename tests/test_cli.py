@@ -81,6 +81,8 @@ def test_demo_on_a_beir_corpus(offline_hub, tiny_model_dir, tmp_path: Path, shar
     )
     assert result.exit_code == 0, result.output
     assert "30 chunks" in result.output and "top 20 of 30" in result.output
+    # stderr is not a terminal here (as in a log or CI): progress comes as lines, not silence.
+    assert "stage 1: embedding the corpus: 30/30" in result.stderr
 
 
 def test_rank_a_text_file_as_json(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -194,3 +194,22 @@ def test_whole_last_layer_export_scores_the_same(
     assert ops.count("Attention") == 2  # both layers fused: nothing cut to the first token
     whole = Reranker(tiny_model_dir, backend="onnx", onnx_file=str(tmp_path / "whole.onnx"))
     assert np.allclose(whole.score(QUERY, DOCS), tiny_onnx.score(QUERY, DOCS), atol=1e-5)
+
+
+def test_int8_requests_are_never_mixed_so_they_score_exactly_as_alone(
+    tiny_model_dir, tmp_path, monkeypatch
+) -> None:
+    """int8 quantises activations per batch, so batch-mates move scores: score_batch keeps each
+    request's pairs to batches of their own, and a request's scores equal its scores alone, bit for bit."""
+    from crossrank import ScoringStats
+
+    monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path))
+    int8 = Reranker(tiny_model_dir, backend="onnx", quantize="int8")
+    assert int8.engine.batch_invariant is False
+    requests = [
+        (q, [f"{q} {w}" * n for n in (1, 3, 9) for w in ("flea", "tea")]) for q in ("flea", "paris", "sky")
+    ]
+    stats = ScoringStats()
+    together = int8.score_batch(requests, stats=stats)
+    assert together == [int8.score(query, texts) for query, texts in requests]
+    assert stats.pairs == sum(len(texts) for _, texts in requests) and stats.forward_passes >= len(requests)

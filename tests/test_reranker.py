@@ -372,3 +372,17 @@ def test_bf16_autocast_on_cpu_keeps_scores_close(tiny_model_dir, tiny_reranker: 
 def test_bad_precision_is_refused(tiny_model_dir, kwargs: dict, message: str) -> None:
     with pytest.raises(InvalidArgumentError, match=message):
         Reranker(tiny_model_dir, **kwargs)
+
+
+def test_scoring_stats_count_what_the_engine_did(tiny_reranker: Reranker) -> None:
+    from crossrank import ScoringStats
+
+    docs = ["fleas live a year", "tea", "fleas live a year", "paris " * 200]  # a duplicate, a long one
+    stats = ScoringStats()
+    tiny_reranker.score_batch([(QUERY, docs), ("tea", ["tea"])], stats=stats)
+    encoded = tiny_reranker.encoder.encode(QUERY, list(dict.fromkeys(docs))).first
+    encoded += tiny_reranker.encoder.encode("tea", ["tea"]).first
+    assert stats.pairs == 4  # the duplicate is scored once
+    assert stats.tokens == sum(len(pair) for pair in encoded)
+    assert stats.padded_tokens >= stats.tokens and sum(stats.batch_rows) == stats.pairs
+    assert stats.forward_passes == len(stats.batch_rows)
