@@ -386,3 +386,12 @@ def test_scoring_stats_count_what_the_engine_did(tiny_reranker: Reranker) -> Non
     assert stats.tokens == sum(len(pair) for pair in encoded)
     assert stats.padded_tokens >= stats.tokens and sum(stats.batch_rows) == stats.pairs
     assert stats.forward_passes == len(stats.batch_rows)
+
+
+def test_score_pairs_keeps_row_order_with_interleaved_queries(tiny_reranker: Reranker) -> None:
+    rows = [("flea", "fleas live a year"), ("tea", "tea for two"), ("flea", "paris"), ("tea", "coffee")]
+    scores = tiny_reranker.score_pairs([q for q, _ in rows], [t for _, t in rows])
+    by_query = {q: tiny_reranker.score(q, [t for q2, t in rows if q2 == q]) for q in ("flea", "tea")}
+    assert scores == [by_query["flea"][0], by_query["tea"][0], by_query["flea"][1], by_query["tea"][1]]
+    assert all(type(score) is float for score in scores)
+    assert tiny_reranker.score_pairs([], []) == []
