@@ -391,7 +391,10 @@ def test_scoring_stats_count_what_the_engine_did(tiny_reranker: Reranker) -> Non
 def test_score_pairs_keeps_row_order_with_interleaved_queries(tiny_reranker: Reranker) -> None:
     rows = [("flea", "fleas live a year"), ("tea", "tea for two"), ("flea", "paris"), ("tea", "coffee")]
     scores = tiny_reranker.score_pairs([q for q, _ in rows], [t for _, t in rows])
-    by_query = {q: tiny_reranker.score(q, [t for q2, t in rows if q2 == q]) for q in ("flea", "tea")}
-    assert scores == [by_query["flea"][0], by_query["tea"][0], by_query["flea"][1], by_query["tea"][1]]
+    # Rows are grouped by query into requests of one score_batch call, then put back in row order.
+    flea, tea = tiny_reranker.score_batch(
+        [("flea", ["fleas live a year", "paris"]), ("tea", ["tea for two", "coffee"])]
+    )
+    assert scores == [flea[0], tea[0], flea[1], tea[1]]
     assert all(type(score) is float for score in scores)
     assert tiny_reranker.score_pairs([], []) == []
