@@ -398,3 +398,20 @@ def test_score_pairs_keeps_row_order_with_interleaved_queries(tiny_reranker: Rer
     assert scores == [flea[0], tea[0], flea[1], tea[1]]
     assert all(type(score) is float for score in scores)
     assert tiny_reranker.score_pairs([], []) == []
+
+
+def test_windows_per_document_are_capped(tiny_model_dir, caplog: pytest.LogCaptureFixture) -> None:
+    """One huge chunk can't stall a call: at most max_windows forward rows per document, logged."""
+    from crossrank import ScoringStats
+
+    huge = "fleas live a year with a host " * 30_000  # ~900,000 characters, thousands of windows
+    reranker = Reranker(tiny_model_dir, device="cpu", long_documents="windows", max_windows=5)
+    stats = ScoringStats()
+    with caplog.at_level("WARNING", logger="crossrank"):
+        (score,) = reranker.score_batch([(QUERY, [huge])], stats=stats)
+    assert stats.pairs == 5 and len(score) == 1 and math.isfinite(score[0])
+    assert "longer than max_windows=5 windows" in caplog.text
+    uncapped = Reranker(tiny_model_dir, device="cpu", long_documents="windows", max_windows=10_000)
+    stats = ScoringStats()
+    uncapped.score_batch([(QUERY, ["tea " * 1000])], stats=stats)
+    assert stats.pairs > 5  # the cap is what stopped it, not the document

@@ -54,6 +54,7 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
         "max_length",
         "long_documents",
         "stride",
+        "max_windows",
     ),
     "ranking": ("top_n", "normalize", "min_score"),
 }
@@ -128,6 +129,10 @@ class RerankerConfig(BaseSettings):
     )
     stride: PositiveInt | None = Field(
         None, description="windows: tokens shared by consecutive windows; default: a quarter window."
+    )
+    max_windows: PositiveInt = Field(
+        32,
+        description="windows: most windows per document; a longer one is scored on its first ones (logged).",
     )
 
     # ---------------------------------------------------------------- ranking: defaults of rank()

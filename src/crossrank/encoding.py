@@ -132,12 +132,14 @@ class EncodedPairs:
         extra: Further windows of long documents (only when encoding with ``windows=True``).
         extra_owners: For each extra window, the index of its document.
         num_cut: How many documents did not fit ``max_length`` whole.
+        num_capped: How many documents had more windows than ``max_windows`` (their end unscored).
     """
 
     first: list[Encoding]
     extra: list[Encoding]
     extra_owners: list[int]
     num_cut: int
+    num_capped: int = 0
 
 
 class PairEncoder:
@@ -166,7 +168,13 @@ class PairEncoder:
             )
 
     def encode(
-        self, query: str, documents: Sequence[str], *, windows: bool = False, stride: int | None = None
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        windows: bool = False,
+        stride: int | None = None,
+        max_windows: int | None = None,
     ) -> EncodedPairs:
         """Encode each ``(query, document)`` pair to fit ``max_length``.
 
@@ -177,6 +185,8 @@ class PairEncoder:
                 further overlapping windows, each paired with the whole query.
             stride: Tokens shared by consecutive windows. Defaults to a quarter of the room a
                 document has next to the query.
+            max_windows: Most windows per document (the first one included); a longer document
+                keeps its first ``max_windows`` and is counted in ``num_capped``. None: no cap.
 
         Returns:
             :class:`EncodedPairs`: ``first`` holds one pair per document, identical in both modes
@@ -202,7 +212,11 @@ class PairEncoder:
                 pairs.num_cut += 1
                 doc_enc.truncate(doc_budget, stride=stride if windows else 0)
                 if windows:
-                    for window in doc_enc.overflowing:
+                    overflowing = doc_enc.overflowing
+                    if max_windows is not None and len(overflowing) > max_windows - 1:
+                        overflowing = overflowing[: max_windows - 1]
+                        pairs.num_capped += 1
+                    for window in overflowing:
                         pairs.extra.append(
                             self._tokenizer.post_process(query_enc, window, add_special_tokens=True)
                         )

@@ -106,6 +106,9 @@ class Reranker:
             ``"windows"`` scores overlapping windows of it and keeps the best (MaxP). Documents
             that fit score bit for bit the same either way.
         stride (int, optional): windows: tokens shared by consecutive windows.
+        max_windows (int): windows: most windows per document (32: ~12,000 tokens for a 512-token
+            model). A longer document is scored on its first ``max_windows`` windows and the rest is
+            not read, with a warning: one huge chunk can't stall a request or a server.
         top_n, normalize, min_score: Defaults of :meth:`rank` (3, False, None).
         token (str | bool, optional): Hub token for private or gated models (not part of the config).
         model_kwargs (dict, optional): Passed to the torch model loader (not part of the config).
@@ -148,6 +151,7 @@ class Reranker:
         max_length: int | None = None,
         long_documents: Literal["truncate", "windows"] = "truncate",
         stride: int | None = None,
+        max_windows: int = 32,
         top_n: int | None = 3,
         normalize: bool = False,
         min_score: float | None = None,
@@ -286,6 +290,7 @@ class Reranker:
     max_length = _option("max_length")
     long_documents = _option("long_documents")
     stride = _option("stride")
+    max_windows = _option("max_windows")
     precision = _option("precision")
     quantize = _option("quantize")
     onnx_file = _option("onnx_file")
@@ -663,13 +668,16 @@ class Reranker:
         first_groups: list[range] = []  # each request's slice of `firsts`
         extra_groups: list[range] = []
         inverses: list[list[int]] = []  # for each document, its distinct text's position in the request
-        num_cut = 0
+        num_cut = num_capped = 0
         for query, texts in requests:
             distinct: dict[str, int] = {}  # identical texts are scored once and share the score
             inverses.append([distinct.setdefault(text, len(distinct)) for text in texts])
             offset, extra_offset = len(firsts), len(extras)
             if distinct:
-                pairs = self._encoder.encode(query, list(distinct), windows=windows, stride=self.stride)
+                pairs = self._encoder.encode(
+                    query, list(distinct), windows=windows, stride=self.stride, max_windows=self.max_windows
+                )
+                num_capped += pairs.num_capped
                 firsts += pairs.first
                 extras += pairs.extra
                 extra_owners += [offset + owner for owner in pairs.extra_owners]
@@ -685,6 +693,14 @@ class Reranker:
                 num_cut,
                 len(firsts),
                 self.max_length,
+            )
+        if num_capped:
+            logger.warning(
+                "%d documents are longer than max_windows=%d windows; only their first %d windows were "
+                "scored (raise max_windows to read more of them, at one forward pass per window).",
+                num_capped,
+                self.max_windows,
+                self.max_windows,
             )
         # An engine whose rows depend on their batch-mates (int8) plans each request on its own, so
         # a request scores exactly as alone; otherwise every request's pairs share one plan.
