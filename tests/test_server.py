@@ -311,7 +311,8 @@ def test_a_request_whose_client_went_away_is_dropped(tiny_model_dir, served) -> 
     base = Reranker(tiny_model_dir, device="cpu")
     engine = _Gate(base.engine)
     reranker = Reranker.from_backend(engine)
-    with served(create_app(reranker, ServerConfig(max_wait_ms=0))) as server:
+    # One step in flight, so the second request waits in the queue (with 2, it would be in a step).
+    with served(create_app(reranker, ServerConfig(max_wait_ms=0, pipeline=1))) as server:
         engine.open.clear()
         first = threading.Thread(
             target=_post, args=(f"{server.url}/rerank", {"query": "flea", "texts": ["a"]})

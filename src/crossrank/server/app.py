@@ -240,6 +240,7 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> FastAP
         max_batch_tokens=config.max_batch_tokens,
         max_wait_ms=config.max_wait_ms,
         enabled=config.batching,
+        pipeline=config.pipeline,
         on_step=metrics.step,
     )
     batcher_holder["batcher"] = batcher
@@ -411,8 +412,7 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> FastAP
         async def info() -> dict[str, Any]:
             return {
                 "model_id": model_name,
-                "model_dtype": reranker.quantize
-                or getattr(reranker.engine, "precision", "fp32"),
+                "model_dtype": reranker.quantize or getattr(reranker.engine, "precision", "fp32"),
                 "model_type": {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}},
                 "max_concurrent_requests": config.max_concurrent_requests,
                 "max_input_length": reranker.max_length,

@@ -53,14 +53,15 @@ class _Job:
     future: asyncio.Future[Scored]
     is_gone: Callable[[], Awaitable[bool]] | None
     enqueued: float = field(default_factory=time.perf_counter)
+    taken: int = 0  # documents handed to a step so far (steps take them in order)
+    scored: int = 0  # documents whose scores are back
     logits: list[float] = field(default_factory=list)
     started: float | None = None
     inference_s: float = 0.0
     tokens: int = 0
 
-    @property
-    def done_documents(self) -> int:
-        return len(self.logits)
+    def __post_init__(self) -> None:
+        self.logits = [0.0] * len(self.texts)
 
 
 class PairBatcher:
@@ -74,6 +75,9 @@ class PairBatcher:
             full step (0: never wait).
         enabled: False scores every request on its own, as it arrives (no merging): the
             baseline the benchmark compares against.
+        pipeline: Steps in flight at once. With 2 (the default), the next step is tokenised and
+            planned while the current one's forward passes run (the engine runs one forward pass
+            at a time either way), as TEI builds its next batch while the backend works.
         on_step: Called after each step with its :class:`~crossrank.ScoringStats` and seconds.
     """
 
@@ -84,24 +88,27 @@ class PairBatcher:
         max_batch_tokens: int = 16384,
         max_wait_ms: float = 2.0,
         enabled: bool = True,
+        pipeline: int = 2,
         on_step: Callable[[ScoringStats, float], None] | None = None,
     ) -> None:
         self.reranker = reranker
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_ms / 1000
         self.enabled = enabled
+        self.pipeline = pipeline
         self.on_step = on_step
         self._queue: deque[_Job] = deque()
         self._queued_tokens = 0
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._steps: set[asyncio.Task[None]] = set()
         #: Requests dropped because their client went away.
         self.dropped = 0
 
     @property
     def queued_pairs(self) -> int:
-        """Pairs waiting in the queue."""
-        return sum(len(job.texts) - job.done_documents for job in self._queue)
+        """Pairs waiting in the queue (not yet handed to a step)."""
+        return sum(len(job.texts) - job.taken for job in self._queue)
 
     @property
     def running(self) -> bool:
@@ -117,12 +124,14 @@ class PairBatcher:
             self._task = asyncio.create_task(self._run(), name="crossrank-batcher")
 
     async def stop(self) -> None:
-        """Stop the consumer; requests still queued fail with :class:`ClientGone`."""
+        """Stop taking work, finish the steps in flight; requests still queued fail with ClientGone."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._steps:
+            await asyncio.gather(*self._steps, return_exceptions=True)
         while self._queue:
             job = self._queue.popleft()
             if not job.future.done():
@@ -149,33 +158,43 @@ class PairBatcher:
         return await future
 
     async def _run(self) -> None:
+        slots = asyncio.Semaphore(self.pipeline)
         while True:
+            await slots.acquire()
             if not self._queue:
                 self._ready.clear()
                 await self._ready.wait()
             if self.max_wait_s and self._queued_tokens < self.max_batch_tokens:
                 await asyncio.sleep(self.max_wait_s)  # let concurrent requests join this step
             pieces = await self._take()
-            if pieces:
-                await self._score(pieces)
+            if not pieces:
+                slots.release()
+                continue
+            step = asyncio.create_task(self._score(pieces))
+            self._steps.add(step)
+            step.add_done_callback(lambda task: (self._steps.discard(task), slots.release()))
 
     async def _take(self) -> list[tuple[_Job, int, int]]:
         """The next step: ``(job, first, stop)`` document ranges, within the token budget."""
         pieces: list[tuple[_Job, int, int]] = []
         budget = self.max_batch_tokens
         for job in list(self._queue):
-            if job.started is None and await self._gone(job):
+            if job.taken == 0 and await self._gone(job):
                 self._forget(job)
                 self.dropped += 1
                 if not job.future.done():
                     job.future.set_exception(ClientGone("the client went away"))
                 continue
-            first = stop = job.done_documents
+            first = stop = job.taken
             while stop < len(job.texts) and (job.estimates[stop] <= budget or (not pieces and stop == first)):
                 budget -= job.estimates[stop]
                 stop += 1
             if stop > first:
                 pieces.append((job, first, stop))
+                job.taken = stop
+                self._queued_tokens -= sum(job.estimates[first:stop])
+                if job.taken == len(job.texts):
+                    self._queue.remove(job)  # all handed out; it resolves when its scores are back
             if budget <= 0 or stop < len(job.texts):
                 break
         return pieces
@@ -214,23 +233,21 @@ class PairBatcher:
             self.on_step(stats, seconds)
         total_pairs = sum(stop - first for _, first, stop in pieces) or 1
         for (job, first, stop), logits in zip(pieces, results, strict=True):
-            job.logits.extend(logits)
+            job.logits[first:stop] = logits
+            job.scored += stop - first
             job.inference_s += seconds
             job.tokens += stats.tokens * (stop - first) // total_pairs
-            self._queued_tokens -= sum(job.estimates[first:stop])
-            if job.done_documents == len(job.texts):
-                self._forget(job, already_counted=True)
-                if not job.future.done():
-                    queue_s = (job.started or started) - job.enqueued
-                    job.future.set_result(Scored(job.logits, queue_s, job.inference_s, job.tokens))
+            if job.scored == len(job.texts) and not job.future.done():
+                queue_s = (job.started or started) - job.enqueued
+                job.future.set_result(Scored(job.logits, queue_s, job.inference_s, job.tokens))
 
     def _fail(self, job: _Job, err: BaseException) -> None:
         self._forget(job)
         if not job.future.done():
             job.future.set_exception(err)
 
-    def _forget(self, job: _Job, *, already_counted: bool = False) -> None:
+    def _forget(self, job: _Job) -> None:
         if job in self._queue:
             self._queue.remove(job)
-            if not already_counted:
-                self._queued_tokens -= sum(job.estimates[job.done_documents :])
+            self._queued_tokens -= sum(job.estimates[job.taken :])
+            job.taken = len(job.texts)

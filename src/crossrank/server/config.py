@@ -43,6 +43,9 @@ class ServerConfig(BaseSettings):
     max_wait_ms: float = Field(
         2.0, ge=0, description="How long a step waits for more pairs when the queue is short of a full step."
     )
+    pipeline: PositiveInt = Field(
+        2, description="Scoring steps in flight: the next is tokenised while the current one runs."
+    )
     max_client_batch_size: PositiveInt = Field(
         1000, description="Most documents in one request (more is a 4xx; up to it, split internally)."
     )
