@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("CROSSRANK_SHARED", HERE.parent.parent / "shared"))
 BACKENDS = {"torch": ["--backend", "torch"], "int8": ["--backend", "onnx", "--quantize", "int8"]}
 console = Console(width=None if sys.stdout.isatty() else 160)
+COLORS = {"torch": "tab:red", "int8": "tab:blue"}
 
 
 def load_requests(depth: int = 20) -> list[tuple[str, list[str]]]:
@@ -41,7 +42,7 @@ def load_requests(depth: int = 20) -> list[tuple[str, list[str]]]:
     return [(row["query"], [hit["text"] for hit in row["hits"][:depth]]) for row in rows]
 
 
-def offline_ceiling(model: str, backend: str, requests, rounds: int = 2) -> float:
+def offline_ceiling(model: str, backend: str, requests, rounds: int = 3) -> float:
     """docs/s of ``score_batch`` over all requests at once: what the server can at best approach."""
     from crossrank import Reranker
 
@@ -148,9 +149,10 @@ def plot(results: list[dict], path: Path) -> None:
             (r for r in results if (r["backend"], r["batching"]) == key), key=lambda r: r["clients"]
         )
         label = f"{key[0]}, batching {'on' if key[1] else 'off'}"
-        style = "-o" if key[1] else "--s"
-        left.plot([r["clients"] for r in rows], [r["docs_per_s"] for r in rows], style, label=label)
-        right.plot([r["clients"] for r in rows], [r["p99_ms"] for r in rows], style, label=label)
+        style = {"color": COLORS.get(key[0], "black"), "linestyle": "-" if key[1] else "--"}
+        style["marker"] = "o" if key[1] else "s"
+        left.plot([r["clients"] for r in rows], [r["docs_per_s"] for r in rows], label=label, **style)
+        right.plot([r["clients"] for r in rows], [r["p99_ms"] for r in rows], label=label, **style)
     for backend in sorted({r["backend"] for r in results}):
         ceiling = next(r["ceiling_docs_per_s"] for r in results if r["backend"] == backend)
         left.axhline(ceiling, linestyle=":", color="gray")
