@@ -140,7 +140,7 @@ def test_non_str_query_is_rejected(reranker: Reranker) -> None:
 def test_one_reranker_serves_many_compressors(reranker: Reranker) -> None:
     top3 = CrossrankRerank(reranker=reranker, top_n=3)
     top1 = CrossrankRerank(reranker=reranker, top_n=1, normalize=True)
-    assert top3._reranker is reranker and top1._reranker is reranker
+    assert top3.reranker is reranker and top1.reranker is reranker
     assert top3.model == top1.model == reranker.model_name
     out3, out1 = top3.compress_documents(make_docs(), QUERY), top1.compress_documents(make_docs(), QUERY)
     assert [doc.id for doc in out1] == [out3[0].id]
@@ -174,7 +174,7 @@ def test_config_from_yaml_builds_the_reranker(tmp_path: Path, fixture_model_dir:
     )
     compressor = CrossrankRerank(config=RerankerConfig.from_yaml(app_yaml, section="reranker"))
     assert (compressor.model, compressor.top_n, compressor.normalize) == (str(fixture_model_dir), 2, True)
-    assert compressor._reranker.device == "cpu"
+    assert compressor.reranker.device == "cpu"
     out = compressor.compress_documents(make_docs(), QUERY)
     assert [doc.id for doc in out] == ["doc-1", "doc-3"]
     assert all(0 < doc.metadata["relevance_score"] < 1 for doc in out)
@@ -192,7 +192,7 @@ def test_config_from_environment(monkeypatch: pytest.MonkeyPatch, fixture_model_
 def test_model_path_loads_a_reranker(fixture_model_dir: Path) -> None:
     compressor = CrossrankRerank(model=fixture_model_dir, top_n=2)  # a Path is accepted
     assert compressor.model == str(fixture_model_dir)
-    assert isinstance(compressor._reranker, Reranker)
+    assert isinstance(compressor.reranker, Reranker)
     assert [doc.id for doc in compressor.compress_documents(make_docs(), QUERY)] == ["doc-1", "doc-3"]
 
 

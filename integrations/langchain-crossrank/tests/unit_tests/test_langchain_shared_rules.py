@@ -173,5 +173,5 @@ def test_bad_items_are_refused_at_call_time_by_index(
 
 def test_device_is_an_option(fixture_model_dir: Any) -> None:
     adapter = Adapter(model=fixture_model_dir, device="cpu", top_n=1)
-    assert (adapter.model, adapter.device, adapter._reranker.device) == (str(fixture_model_dir), "cpu", "cpu")
+    assert (adapter.model, adapter.device, adapter.reranker.device) == (str(fixture_model_dir), "cpu", "cpu")
     assert len(call(adapter, [good_item(), good_item()])) == 1
