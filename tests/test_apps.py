@@ -1,0 +1,214 @@
+"""Config-driven RAG apps against `crossrank serve`: each app's request, replayed from its source.
+
+Open WebUI, Dify (both plugins), RAGFlow (both factories), R2R and Kotaemon can't run here (they
+are Docker stacks), so each test reads the app's example configuration under ``examples/apps/``,
+sends the exact request body that app's code sends to the URL it builds from that configuration,
+and reads the answer the way that code does (``../shared/research/serving.md`` §1d-§2 gives the
+source of each). The documents go in scrambled, so an index-mapping bug would show: every app must
+end up with ``Reranker.rank``'s top 3.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from crossrank import Reranker
+from crossrank.server import ServerConfig, create_app
+
+APPS = Path(__file__).resolve().parents[1] / "examples" / "apps"
+PLACEHOLDER = "localhost:8080"
+API_KEY = "change-me"
+QUERY = "how long does a flea live"
+DOCS = [
+    "The Eiffel Tower is in Paris.",
+    "Cats and dogs carry fleas.",
+    "Adult fleas live two to three months, up to a year with a host.",
+    "Bread dough rests before baking.",
+    "The flea life cycle: egg, larva, pupa and adult.",
+    "Tea and coffee both hold caffeine.",
+    "Fleas can jump 150 times their own length.",
+    "The sun is a star.",
+    "A flea's lifespan depends on temperature and humidity.",
+    "Paris is the capital of France.",
+]
+
+pytestmark = pytest.mark.real_model
+
+
+@pytest.fixture(scope="module")
+def server(fixture_reranker: Reranker, served):
+    """crossrank serve with an API key, as the example configurations expect."""
+    with served(create_app(fixture_reranker, ServerConfig(api_key=API_KEY))) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[str]:
+    shuffled = DOCS[:]
+    random.Random(14).shuffle(shuffled)
+    return shuffled
+
+
+@pytest.fixture(scope="module")
+def top3(fixture_reranker: Reranker, docs: list[str]) -> list[str]:
+    return [hit.text for hit in fixture_reranker.rank(QUERY, docs, top_n=3)]
+
+
+def _config_text(name: str, server) -> str:
+    """An example file with its placeholder host pointed at the test server."""
+    return (APPS / name).read_text(encoding="utf-8").replace(PLACEHOLDER, f"127.0.0.1:{server.port}")
+
+
+def _best3(texts: list[str], scores: list[float]) -> list[str]:
+    order = sorted(range(len(texts)), key=lambda i: -scores[i])
+    return [texts[i] for i in order[:3]]
+
+
+def test_open_webui(server, docs, top3) -> None:
+    """backend/open_webui/retrieval/models/external.py: POST the full URL, sort results by index."""
+    env = dict(
+        line.split("=", 1)
+        for line in _config_text("open-webui.env", server).splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert env["RAG_RERANKING_ENGINE"] == "external" and env["ENABLE_RAG_HYBRID_SEARCH"] == "true"
+    payload = {"model": env["RAG_RERANKING_MODEL"], "query": QUERY, "documents": docs, "top_n": len(docs)}
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {env['RAG_EXTERNAL_RERANKER_API_KEY']}",
+    }
+    data = httpx.post(env["RAG_EXTERNAL_RERANKER_URL"], headers=headers, json=payload, timeout=60).json()
+    scores = [result["relevance_score"] for result in sorted(data["results"], key=lambda x: x["index"])]
+    assert len(scores) == len(docs) and all(0 <= score <= 1 for score in scores)  # its threshold is 0-1
+    assert _best3(docs, scores) == top3
+    threshold = float(env["RAG_RELEVANCE_THRESHOLD"])
+    assert any(score >= threshold for score in scores)
+
+
+def test_dify_openai_compatible(server, docs, top3) -> None:
+    """Dify's OpenAI-API-compatible rerank: POST {endpoint_url}/rerank, results[].index/relevance_score."""
+    settings = yaml.safe_load(_config_text("dify-openai-compatible.yaml", server))
+    credentials = settings["credentials"]
+    payload = {"model": credentials["endpoint_model_name"], "query": QUERY, "documents": docs, "top_n": 3}
+    headers = {"Authorization": f"Bearer {credentials['api_key']}", "Content-Type": "application/json"}
+    response = httpx.post(
+        f"{credentials['endpoint_url'].rstrip('/')}/rerank", headers=headers, json=payload, timeout=60
+    )
+    response.raise_for_status()
+    results = response.json()["results"]
+    assert [docs[result["index"]] for result in results] == top3
+    assert all(isinstance(result["relevance_score"], float) for result in results)
+
+
+def test_dify_text_embedding_inference(server, docs, top3) -> None:
+    """Dify's TEI provider: GET /info (model_type's first key must be "reranker"), then POST /rerank."""
+    credentials = yaml.safe_load(_config_text("dify-tei.yaml", server))["credentials"]
+    base = credentials["server_url"].rstrip("/")
+    headers = {"Authorization": f"Bearer {credentials['api_key']}"}
+    info = httpx.get(f"{base}/info", headers=headers, timeout=10).json()
+    assert next(iter(info["model_type"])) == "reranker"
+    assert info["max_input_length"] > 0 and info["max_client_batch_size"] >= len(docs)
+    results = httpx.post(
+        f"{base}/rerank",
+        headers=headers,
+        json={"query": QUERY, "texts": docs, "return_text": True},
+        timeout=60,
+    ).json()
+    reranked = [(result["index"], result["text"], result["score"]) for result in results]
+    assert all(docs[index] == text for index, text, _ in reranked)
+    assert [text for _, text, _ in reranked[:3]] == top3
+
+
+def test_ragflow_openai_api_compatible(server, docs, top3, fixture_reranker: Reranker) -> None:
+    """RAGFlow's OpenAI-API-Compatible rerank: texts cut to 500 tokens, Cohere shape to base_url + /rerank."""
+    settings = yaml.safe_load(_config_text("ragflow.yaml", server))["openai_api_compatible"]
+    tokenizer = fixture_reranker.tokenizer
+    texts = [tokenizer.decode(tokenizer.encode(text, add_special_tokens=False).ids[:500]) for text in docs]
+    payload = {"model": settings["model_name"], "query": QUERY, "documents": texts, "top_n": len(texts)}
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {settings['api_key']}"}
+    res = httpx.post(f"{settings['base_url']}/rerank", headers=headers, json=payload, timeout=60).json()
+    rank = [0.0] * len(texts)
+    for result in res["results"]:
+        rank[result["index"]] = result["relevance_score"]
+    assert _best3(docs, rank) == top3
+
+
+def test_ragflow_huggingface_tei(server, docs, top3) -> None:
+    """RAGFlow's HuggingFace rerank: TEI shape to http://{base_url}/rerank, batches of 8, truncate on."""
+    settings = yaml.safe_load(_config_text("ragflow.yaml", server))["huggingface"]
+    scores = [0.0] * len(docs)
+    for start in range(0, len(docs), 8):
+        batch = docs[start : start + 8]
+        body = {"query": QUERY, "texts": batch, "raw_scores": False, "truncate": True}
+        res = httpx.post(
+            f"http://{settings['base_url']}/rerank",
+            json=body,
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=60,
+        ).json()
+        for o in res:
+            scores[start + o["index"]] = o["score"]
+    # Scored in separate calls, RAGFlow compares scores across batches: they must be on one scale.
+    assert _best3(docs, scores) == top3
+
+
+def test_ragflow_cohere_factory_with_the_v1_sdk(server, docs, top3) -> None:
+    """RAGFlow's "Cohere" / "VLLM" factories: the v1 SDK, rerank(..., return_documents=False)."""
+    import cohere
+
+    client = cohere.Client(api_key=API_KEY, base_url=server.url)
+    response = client.rerank(
+        model="crossrank", query=QUERY, documents=docs, top_n=len(docs), return_documents=False
+    )
+    scores = [0.0] * len(docs)
+    for result in response.results:
+        scores[result.index] = result.relevance_score
+    assert _best3(docs, scores) == top3
+
+
+def test_r2r(server, docs, top3) -> None:
+    """R2R's litellm provider with huggingface/: POST rerank_url {query, texts, "model-id"}, keep [:limit]."""
+    # The [embedding] table of r2r.toml: `key = "value"` lines (tomllib is Python 3.11+ only).
+    embedding = dict(re.findall(r'^(\w+) = "([^"]*)"$', _config_text("r2r.toml", server), flags=re.M))
+    model = embedding["rerank_model"].split("/", 1)[1]
+    body = {"query": QUERY, "texts": docs, "model-id": model}
+    results = httpx.post(
+        embedding["rerank_url"], json=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
+    ).json()
+    limit = 3
+    assert [docs[result["index"]] for result in results[:limit]] == top3  # relies on the sort
+
+
+def test_kotaemon(server, docs, top3) -> None:
+    """Kotaemon's TeiFastReranking: POST endpoint_url {query, texts, is_truncated} in batches of 6."""
+    source = _config_text("kotaemon.py", server)
+    namespace: dict = {}
+    exec(compile(source, "kotaemon.py", "exec"), namespace)  # the example flowsettings snippet
+    spec = namespace["KH_RERANKINGS"]["crossrank"]["spec"]
+    assert spec["__type__"] == "kotaemon.rerankings.TeiFastReranking"
+    scores: list[float] = []
+    for start in range(0, len(docs), 6):
+        batch = [text[: spec["max_tokens"]] for text in docs[start : start + 6]]  # Kotaemon cuts characters
+        body = {"query": QUERY, "texts": batch, "is_truncated": spec["is_truncated"]}
+        response = httpx.post(
+            spec["endpoint_url"], json=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
+        )
+        batch_scores = [0.0] * len(batch)
+        for item in response.json():
+            batch_scores[item["index"]] = item["score"]
+        scores += batch_scores
+    assert _best3(docs, scores) == top3
+
+
+def test_every_example_points_at_the_same_placeholder() -> None:
+    """The examples are one deployment's configuration: all name the same crossrank server."""
+    for file in APPS.rglob("*"):
+        if file.is_file():
+            text = file.read_text(encoding="utf-8")
+            assert PLACEHOLDER in text and not re.search(r"localhost:80(?!80)\d\d", text), file
