@@ -5,13 +5,17 @@ are Docker stacks), so each test reads the app's example configuration under ``e
 sends the exact request body that app's code sends to the URL it builds from that configuration,
 and reads the answer the way that code does (``../shared/research/serving.md`` §1d-§2 gives the
 source of each). The documents go in scrambled, so an index-mapping bug would show: every app must
-end up with ``Reranker.rank``'s top 3.
+end up with ``Reranker.rank``'s top 3. The LiteLLM proxy does run here: it is started as its own
+process from its example ``config.yaml``.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -212,3 +216,79 @@ def test_every_example_points_at_the_same_placeholder() -> None:
         if file.is_file():
             text = file.read_text(encoding="utf-8")
             assert PLACEHOLDER in text and not re.search(r"localhost:80(?!80)\d\d", text), file
+
+
+# --------------------------------------------------------------------------- the LiteLLM proxy, for real
+
+#: The proxy runs in an environment of its own (``litellm[proxy]`` pins an older huggingface_hub
+#: than crossrank's stack), as it is deployed: ``bash scripts/test.sh`` makes ``.venv-litellm``.
+LITELLM = Path(
+    os.environ.get(
+        "CROSSRANK_LITELLM_PROXY", Path(__file__).resolve().parents[1] / ".venv-litellm" / "bin" / "litellm"
+    )
+)
+MASTER_KEY = "sk-crossrank-test-master-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def litellm_proxy(server, tmp_path_factory):
+    """The LiteLLM proxy started as a process from examples/apps/litellm/config.yaml, always stopped."""
+    if not LITELLM.is_file():
+        pytest.fail(
+            f"the LiteLLM proxy is not installed at {LITELLM}: run `bash scripts/test.sh`, or "
+            "`python3 -m venv .venv-litellm && .venv-litellm/bin/pip install 'litellm[proxy]'`"
+        )
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        proxy_port = sock.getsockname()[1]
+    config = tmp_path_factory.mktemp("litellm") / "config.yaml"
+    config.write_text(_config_text("litellm/config.yaml", server), encoding="utf-8")
+    env = os.environ | {
+        "CROSSRANK_API_KEY": API_KEY,
+        "LITELLM_MASTER_KEY": MASTER_KEY,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
+    process = subprocess.Popen(
+        [str(LITELLM), "--config", str(config), "--host", "127.0.0.1", "--port", str(proxy_port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{proxy_port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health/liveliness", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"the LiteLLM proxy did not start:\n{process.stdout.read()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.mark.parametrize("model", ["crossrank", "crossrank-tei"])
+def test_litellm_proxy_from_the_example_config(litellm_proxy, docs, top3, model) -> None:
+    """An app calling the proxy's /rerank reaches crossrank (Cohere or TEI provider) and gets its top 3."""
+    response = httpx.post(
+        f"{litellm_proxy}/rerank",
+        json={"model": model, "query": QUERY, "documents": docs, "top_n": 3},
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [docs[result["index"]] for result in results] == top3
+    assert all(0 < result["relevance_score"] < 1 for result in results)
