@@ -154,3 +154,52 @@ def served():
 def port() -> int:
     """A free TCP port on 127.0.0.1."""
     return free_port()
+
+
+# --------------------------------------------------------------------------- clients of the rerank service
+
+#: The bearer token of the service the client tests talk to (what examples/apps/ configure).
+SERVICE_API_KEY = "change-me"
+_FLEA_CHUNKS = [
+    "The Eiffel Tower is in Paris.",
+    "Cats and dogs carry fleas.",
+    "Adult fleas live two to three months, up to a year with a host.",
+    "Bread dough rests before baking.",
+    "The flea life cycle: egg, larva, pupa and adult.",
+    "Tea and coffee both hold caffeine.",
+    "Fleas can jump 150 times their own length.",
+    "The sun is a star.",
+    "A flea's lifespan depends on temperature and humidity.",
+    "Paris is the capital of France.",
+]
+
+
+@pytest.fixture(scope="session")
+def flea_query() -> str:
+    return "how long does a flea live"
+
+
+@pytest.fixture(scope="session")
+def flea_chunks() -> list[str]:
+    """Candidate chunks in a scrambled order, so that a client's index-mapping bug would show."""
+    import random
+
+    chunks = _FLEA_CHUNKS[:]
+    random.Random(14).shuffle(chunks)
+    return chunks
+
+
+@pytest.fixture(scope="session")
+def flea_top3(fixture_reranker, flea_query: str, flea_chunks: list[str]) -> list[str]:
+    """What every client must end up with: ``Reranker.rank``'s top 3 texts."""
+    return [hit.text for hit in fixture_reranker.rank(flea_query, flea_chunks, top_n=3)]
+
+
+@pytest.fixture(scope="module")
+def service(fixture_reranker, served):
+    """``crossrank serve`` over the trained fixture, with the API key the example configs name."""
+    from crossrank.server import ServerConfig, create_app
+
+    with served(create_app(fixture_reranker, ServerConfig(api_key=SERVICE_API_KEY))) as running:
+        running.api_key = SERVICE_API_KEY
+        yield running

@@ -8,90 +8,62 @@ example pipeline YAML: each gets ``Reranker.rank``'s top 3, from documents given
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
 
 from crossrank import Reranker
-from crossrank.server import ServerConfig, create_app
 
 APPS = Path(__file__).resolve().parents[1] / "examples" / "apps"
-API_KEY = "change-me"
-QUERY = "how long does a flea live"
-DOCS = [
-    "The Eiffel Tower is in Paris.",
-    "Cats and dogs carry fleas.",
-    "Adult fleas live two to three months, up to a year with a host.",
-    "Bread dough rests before baking.",
-    "The flea life cycle: egg, larva, pupa and adult.",
-    "Tea and coffee both hold caffeine.",
-    "Fleas can jump 150 times their own length.",
-    "A flea's lifespan depends on temperature and humidity.",
-]
-
 pytestmark = pytest.mark.real_model
 
 
 @pytest.fixture(scope="module")
-def server(fixture_reranker: Reranker, served):
-    with served(create_app(fixture_reranker, ServerConfig(api_key=API_KEY))) as running:
-        yield running
+def expected(fixture_reranker: Reranker, flea_query: str, flea_chunks: list[str]):
+    return fixture_reranker.rank(flea_query, flea_chunks, top_n=3, normalize=True)
 
 
-@pytest.fixture(scope="module")
-def docs() -> list[str]:
-    shuffled = DOCS[:]
-    random.Random(3).shuffle(shuffled)
-    return shuffled
-
-
-@pytest.fixture(scope="module")
-def expected(fixture_reranker: Reranker, docs: list[str]):
-    return fixture_reranker.rank(QUERY, docs, top_n=3, normalize=True)
-
-
-def test_langchain_cohere_rerank(server, docs, expected) -> None:
+def test_langchain_cohere_rerank(service, flea_query, flea_chunks, expected) -> None:
     from langchain_cohere import CohereRerank
     from langchain_core.documents import Document
 
-    reranker = CohereRerank(base_url=server.url, model="crossrank", cohere_api_key=API_KEY, top_n=3)
-    ranked = reranker.compress_documents([Document(page_content=text) for text in docs], QUERY)
+    reranker = CohereRerank(base_url=service.url, model="crossrank", cohere_api_key=service.api_key, top_n=3)
+    ranked = reranker.compress_documents([Document(page_content=text) for text in flea_chunks], flea_query)
     assert [doc.page_content for doc in ranked] == [hit.text for hit in expected]
     scores = [doc.metadata["relevance_score"] for doc in ranked]
     assert scores == pytest.approx([hit.score for hit in expected], abs=1e-5)
 
 
-def test_llamaindex_tei_postprocessor(server, docs, expected) -> None:
+def test_llamaindex_tei_postprocessor(service, flea_query, flea_chunks, expected) -> None:
     from llama_index.core.schema import NodeWithScore, TextNode
     from llama_index.postprocessor.tei_rerank import TextEmbeddingInference
 
     postprocessor = TextEmbeddingInference(  # its auth_token is the whole Authorization header
-        base_url=server.url, top_n=3, auth_token=f"Bearer {API_KEY}", model_name="crossrank"
+        base_url=service.url, top_n=3, auth_token=f"Bearer {service.api_key}", model_name="crossrank"
     )
-    nodes = [NodeWithScore(node=TextNode(text=text), score=1.0) for text in docs]
-    ranked = postprocessor.postprocess_nodes(nodes, query_str=QUERY)
+    nodes = [NodeWithScore(node=TextNode(text=text), score=1.0) for text in flea_chunks]
+    ranked = postprocessor.postprocess_nodes(nodes, query_str=flea_query)
     assert [node.node.get_content() for node in ranked] == [hit.text for hit in expected]
     assert [node.score for node in ranked] == pytest.approx([hit.score for hit in expected], abs=1e-5)
 
 
 def test_haystack_pipeline_yaml_with_the_tei_ranker(
-    server, docs, fixture_reranker: Reranker, monkeypatch
+    service, flea_query, flea_chunks, fixture_reranker: Reranker, monkeypatch
 ) -> None:
     from haystack import Document, Pipeline
 
-    monkeypatch.setenv("CROSSRANK_API_KEY", API_KEY)
+    monkeypatch.setenv("CROSSRANK_API_KEY", service.api_key)
     yaml_text = (
         (APPS / "haystack-tei.yaml")
         .read_text(encoding="utf-8")
-        .replace("localhost:8080", f"127.0.0.1:{server.port}")
+        .replace("localhost:8080", f"127.0.0.1:{service.port}")
     )
     pipeline = Pipeline.loads(yaml_text)  # the default allowlist: no extra modules needed
     store = pipeline.get_component("retriever").document_store
-    store.write_documents([Document(content=text) for text in docs])
-    result = pipeline.run({"retriever": {"query": QUERY}, "ranker": {"query": QUERY}})
+    store.write_documents([Document(content=text) for text in flea_chunks])
+    result = pipeline.run({"retriever": {"query": flea_query}, "ranker": {"query": flea_query}})
     ranked = result["ranker"]["documents"]
-    retrieved = [doc.content for doc in store.bm25_retrieval(QUERY, top_k=20)]
-    core = fixture_reranker.rank(QUERY, retrieved, top_n=3, normalize=True)
+    retrieved = [doc.content for doc in store.bm25_retrieval(flea_query, top_k=20)]
+    core = fixture_reranker.rank(flea_query, retrieved, top_n=3, normalize=True)
     assert [doc.content for doc in ranked] == [hit.text for hit in core]
     assert [doc.score for doc in ranked] == pytest.approx([hit.score for hit in core], abs=1e-5)

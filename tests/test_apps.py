@@ -12,7 +12,6 @@ process from its example ``config.yaml``.
 from __future__ import annotations
 
 import os
-import random
 import re
 import subprocess
 import time
@@ -23,45 +22,30 @@ import pytest
 import yaml
 
 from crossrank import Reranker
-from crossrank.server import ServerConfig, create_app
 
 APPS = Path(__file__).resolve().parents[1] / "examples" / "apps"
 PLACEHOLDER = "localhost:8080"
-API_KEY = "change-me"
-QUERY = "how long does a flea live"
-DOCS = [
-    "The Eiffel Tower is in Paris.",
-    "Cats and dogs carry fleas.",
-    "Adult fleas live two to three months, up to a year with a host.",
-    "Bread dough rests before baking.",
-    "The flea life cycle: egg, larva, pupa and adult.",
-    "Tea and coffee both hold caffeine.",
-    "Fleas can jump 150 times their own length.",
-    "The sun is a star.",
-    "A flea's lifespan depends on temperature and humidity.",
-    "Paris is the capital of France.",
-]
-
 pytestmark = pytest.mark.real_model
 
 
 @pytest.fixture(scope="module")
-def server(fixture_reranker: Reranker, served):
-    """crossrank serve with an API key, as the example configurations expect."""
-    with served(create_app(fixture_reranker, ServerConfig(api_key=API_KEY))) as running:
-        yield running
+def server(service):
+    return service
 
 
 @pytest.fixture(scope="module")
-def docs() -> list[str]:
-    shuffled = DOCS[:]
-    random.Random(14).shuffle(shuffled)
-    return shuffled
+def docs(flea_chunks: list[str]) -> list[str]:
+    return flea_chunks
 
 
 @pytest.fixture(scope="module")
-def top3(fixture_reranker: Reranker, docs: list[str]) -> list[str]:
-    return [hit.text for hit in fixture_reranker.rank(QUERY, docs, top_n=3)]
+def top3(flea_top3: list[str]) -> list[str]:
+    return flea_top3
+
+
+@pytest.fixture(scope="module")
+def query(flea_query: str) -> str:
+    return flea_query
 
 
 def _config_text(name: str, server) -> str:
@@ -74,7 +58,7 @@ def _best3(texts: list[str], scores: list[float]) -> list[str]:
     return [texts[i] for i in order[:3]]
 
 
-def test_open_webui(server, docs, top3) -> None:
+def test_open_webui(server, query, docs, top3) -> None:
     """backend/open_webui/retrieval/models/external.py: POST the full URL, sort results by index."""
     env = dict(
         line.split("=", 1)
@@ -82,7 +66,7 @@ def test_open_webui(server, docs, top3) -> None:
         if "=" in line and not line.startswith("#")
     )
     assert env["RAG_RERANKING_ENGINE"] == "external" and env["ENABLE_RAG_HYBRID_SEARCH"] == "true"
-    payload = {"model": env["RAG_RERANKING_MODEL"], "query": QUERY, "documents": docs, "top_n": len(docs)}
+    payload = {"model": env["RAG_RERANKING_MODEL"], "query": query, "documents": docs, "top_n": len(docs)}
     headers = {
         "Content-Type": "application/json",
         "Authorization": f"Bearer {env['RAG_EXTERNAL_RERANKER_API_KEY']}",
@@ -95,11 +79,11 @@ def test_open_webui(server, docs, top3) -> None:
     assert any(score >= threshold for score in scores)
 
 
-def test_dify_openai_compatible(server, docs, top3) -> None:
+def test_dify_openai_compatible(server, query, docs, top3) -> None:
     """Dify's OpenAI-API-compatible rerank: POST {endpoint_url}/rerank, results[].index/relevance_score."""
     settings = yaml.safe_load(_config_text("dify-openai-compatible.yaml", server))
     credentials = settings["credentials"]
-    payload = {"model": credentials["endpoint_model_name"], "query": QUERY, "documents": docs, "top_n": 3}
+    payload = {"model": credentials["endpoint_model_name"], "query": query, "documents": docs, "top_n": 3}
     headers = {"Authorization": f"Bearer {credentials['api_key']}", "Content-Type": "application/json"}
     response = httpx.post(
         f"{credentials['endpoint_url'].rstrip('/')}/rerank", headers=headers, json=payload, timeout=60
@@ -110,7 +94,7 @@ def test_dify_openai_compatible(server, docs, top3) -> None:
     assert all(isinstance(result["relevance_score"], float) for result in results)
 
 
-def test_dify_text_embedding_inference(server, docs, top3) -> None:
+def test_dify_text_embedding_inference(server, query, docs, top3) -> None:
     """Dify's TEI provider: GET /info (model_type's first key must be "reranker"), then POST /rerank."""
     credentials = yaml.safe_load(_config_text("dify-tei.yaml", server))["credentials"]
     base = credentials["server_url"].rstrip("/")
@@ -121,7 +105,7 @@ def test_dify_text_embedding_inference(server, docs, top3) -> None:
     results = httpx.post(
         f"{base}/rerank",
         headers=headers,
-        json={"query": QUERY, "texts": docs, "return_text": True},
+        json={"query": query, "texts": docs, "return_text": True},
         timeout=60,
     ).json()
     reranked = [(result["index"], result["text"], result["score"]) for result in results]
@@ -129,12 +113,12 @@ def test_dify_text_embedding_inference(server, docs, top3) -> None:
     assert [text for _, text, _ in reranked[:3]] == top3
 
 
-def test_ragflow_openai_api_compatible(server, docs, top3, fixture_reranker: Reranker) -> None:
+def test_ragflow_openai_api_compatible(server, query, docs, top3, fixture_reranker: Reranker) -> None:
     """RAGFlow's OpenAI-API-Compatible rerank: texts cut to 500 tokens, Cohere shape to base_url + /rerank."""
     settings = yaml.safe_load(_config_text("ragflow.yaml", server))["openai_api_compatible"]
     tokenizer = fixture_reranker.tokenizer
     texts = [tokenizer.decode(tokenizer.encode(text, add_special_tokens=False).ids[:500]) for text in docs]
-    payload = {"model": settings["model_name"], "query": QUERY, "documents": texts, "top_n": len(texts)}
+    payload = {"model": settings["model_name"], "query": query, "documents": texts, "top_n": len(texts)}
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {settings['api_key']}"}
     res = httpx.post(f"{settings['base_url']}/rerank", headers=headers, json=payload, timeout=60).json()
     rank = [0.0] * len(texts)
@@ -143,17 +127,17 @@ def test_ragflow_openai_api_compatible(server, docs, top3, fixture_reranker: Rer
     assert _best3(docs, rank) == top3
 
 
-def test_ragflow_huggingface_tei(server, docs, top3) -> None:
+def test_ragflow_huggingface_tei(server, query, docs, top3) -> None:
     """RAGFlow's HuggingFace rerank: TEI shape to http://{base_url}/rerank, batches of 8, truncate on."""
     settings = yaml.safe_load(_config_text("ragflow.yaml", server))["huggingface"]
     scores = [0.0] * len(docs)
     for start in range(0, len(docs), 8):
         batch = docs[start : start + 8]
-        body = {"query": QUERY, "texts": batch, "raw_scores": False, "truncate": True}
+        body = {"query": query, "texts": batch, "raw_scores": False, "truncate": True}
         res = httpx.post(
             f"http://{settings['base_url']}/rerank",
             json=body,
-            headers={"Authorization": f"Bearer {API_KEY}"},
+            headers={"Authorization": f"Bearer {server.api_key}"},
             timeout=60,
         ).json()
         for o in res:
@@ -162,13 +146,13 @@ def test_ragflow_huggingface_tei(server, docs, top3) -> None:
     assert _best3(docs, scores) == top3
 
 
-def test_ragflow_cohere_factory_with_the_v1_sdk(server, docs, top3) -> None:
+def test_ragflow_cohere_factory_with_the_v1_sdk(server, query, docs, top3) -> None:
     """RAGFlow's "Cohere" / "VLLM" factories: the v1 SDK, rerank(..., return_documents=False)."""
     import cohere
 
-    client = cohere.Client(api_key=API_KEY, base_url=server.url)
+    client = cohere.Client(api_key=server.api_key, base_url=server.url)
     response = client.rerank(
-        model="crossrank", query=QUERY, documents=docs, top_n=len(docs), return_documents=False
+        model="crossrank", query=query, documents=docs, top_n=len(docs), return_documents=False
     )
     scores = [0.0] * len(docs)
     for result in response.results:
@@ -176,20 +160,20 @@ def test_ragflow_cohere_factory_with_the_v1_sdk(server, docs, top3) -> None:
     assert _best3(docs, scores) == top3
 
 
-def test_r2r(server, docs, top3) -> None:
+def test_r2r(server, query, docs, top3) -> None:
     """R2R's litellm provider with huggingface/: POST rerank_url {query, texts, "model-id"}, keep [:limit]."""
     # The [embedding] table of r2r.toml: `key = "value"` lines (tomllib is Python 3.11+ only).
     embedding = dict(re.findall(r'^(\w+) = "([^"]*)"$', _config_text("r2r.toml", server), flags=re.M))
     model = embedding["rerank_model"].split("/", 1)[1]
-    body = {"query": QUERY, "texts": docs, "model-id": model}
+    body = {"query": query, "texts": docs, "model-id": model}
     results = httpx.post(
-        embedding["rerank_url"], json=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
+        embedding["rerank_url"], json=body, headers={"Authorization": f"Bearer {server.api_key}"}, timeout=60
     ).json()
     limit = 3
     assert [docs[result["index"]] for result in results[:limit]] == top3  # relies on the sort
 
 
-def test_kotaemon(server, docs, top3) -> None:
+def test_kotaemon(server, query, docs, top3) -> None:
     """Kotaemon's TeiFastReranking: POST endpoint_url {query, texts, is_truncated} in batches of 6."""
     source = _config_text("kotaemon.py", server)
     namespace: dict = {}
@@ -199,9 +183,9 @@ def test_kotaemon(server, docs, top3) -> None:
     scores: list[float] = []
     for start in range(0, len(docs), 6):
         batch = [text[: spec["max_tokens"]] for text in docs[start : start + 6]]  # Kotaemon cuts characters
-        body = {"query": QUERY, "texts": batch, "is_truncated": spec["is_truncated"]}
+        body = {"query": query, "texts": batch, "is_truncated": spec["is_truncated"]}
         response = httpx.post(
-            spec["endpoint_url"], json=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
+            spec["endpoint_url"], json=body, headers={"Authorization": f"Bearer {server.api_key}"}, timeout=60
         )
         batch_scores = [0.0] * len(batch)
         for item in response.json():
@@ -246,7 +230,7 @@ def litellm_proxy(server, tmp_path_factory):
     config = tmp_path_factory.mktemp("litellm") / "config.yaml"
     config.write_text(_config_text("litellm/config.yaml", server), encoding="utf-8")
     env = os.environ | {
-        "CROSSRANK_API_KEY": API_KEY,
+        "CROSSRANK_API_KEY": server.api_key,
         "LITELLM_MASTER_KEY": MASTER_KEY,
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
@@ -280,11 +264,11 @@ def litellm_proxy(server, tmp_path_factory):
 
 
 @pytest.mark.parametrize("model", ["crossrank", "crossrank-tei"])
-def test_litellm_proxy_from_the_example_config(litellm_proxy, docs, top3, model) -> None:
+def test_litellm_proxy_from_the_example_config(litellm_proxy, query, docs, top3, model) -> None:
     """An app calling the proxy's /rerank reaches crossrank (Cohere or TEI provider) and gets its top 3."""
     response = httpx.post(
         f"{litellm_proxy}/rerank",
-        json={"model": model, "query": QUERY, "documents": docs, "top_n": 3},
+        json={"model": model, "query": query, "documents": docs, "top_n": 3},
         headers={"Authorization": f"Bearer {MASTER_KEY}"},
         timeout=120,
     )

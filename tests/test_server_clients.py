@@ -19,54 +19,35 @@ import time
 import httpx
 import pytest
 
-from crossrank import Reranker
-from crossrank.server import ServerConfig, create_app
-
-QUERY = "how long does a flea live"
-DOCS = [
-    "The Eiffel Tower is in Paris.",
-    "Cats and dogs carry fleas.",
-    "Adult fleas live two to three months, up to a year with a host.",
-    "Bread dough rests before baking.",
-    "The flea life cycle: egg, larva, pupa and adult.",
-    "Tea and coffee both hold caffeine.",
-]
-
 pytestmark = pytest.mark.real_model
 
 
-@pytest.fixture(scope="module")
-def api(fixture_reranker: Reranker, served):
-    with served(create_app(fixture_reranker, ServerConfig())) as server:
-        yield server.url
-
-
-@pytest.fixture(scope="module")
-def top3(fixture_reranker: Reranker) -> list[int]:
-    return [hit.index for hit in fixture_reranker.rank(QUERY, DOCS, top_n=3)]
-
-
-def test_cohere_sdk(api: str, top3: list[int]) -> None:
+def test_cohere_sdk(service, flea_query: str, flea_chunks: list[str], flea_top3: list[str]) -> None:
     import cohere
 
-    client = cohere.ClientV2(api_key="unused", base_url=api)
-    response = client.rerank(model="crossrank", query=QUERY, documents=DOCS, top_n=3)
-    assert [result.index for result in response.results] == top3
+    client = cohere.ClientV2(api_key=service.api_key, base_url=service.url)
+    response = client.rerank(model="crossrank", query=flea_query, documents=flea_chunks, top_n=3)
+    assert [flea_chunks[result.index] for result in response.results] == flea_top3
     assert all(0 < result.relevance_score < 1 for result in response.results)
     with pytest.raises(cohere.errors.BadRequestError) as info:
-        client.rerank(model="crossrank", query=QUERY, documents=[], request_options={"max_retries": 0})
+        client.rerank(model="crossrank", query=flea_query, documents=[], request_options={"max_retries": 0})
     assert "must not be empty" in str(info.value.body)
 
 
 @pytest.mark.parametrize("provider", ["cohere", "huggingface"])
-def test_litellm_rerank(api: str, top3: list[int], provider: str, monkeypatch) -> None:
+def test_litellm_rerank(service, flea_query, flea_chunks, flea_top3, provider: str, monkeypatch) -> None:
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of the cost map from the internet
     import litellm
 
     response = litellm.rerank(
-        model=f"{provider}/crossrank", query=QUERY, documents=DOCS, top_n=3, api_base=api, api_key="unused"
+        model=f"{provider}/crossrank",
+        query=flea_query,
+        documents=flea_chunks,
+        top_n=3,
+        api_base=service.url,
+        api_key=service.api_key,
     )
-    assert [result["index"] for result in response.results] == top3
+    assert [flea_chunks[result["index"]] for result in response.results] == flea_top3
     assert all(0 < result["relevance_score"] < 1 for result in response.results)
 
 
