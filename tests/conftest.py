@@ -203,3 +203,29 @@ def service(fixture_reranker, served):
     with served(create_app(fixture_reranker, ServerConfig(api_key=SERVICE_API_KEY))) as running:
         running.api_key = SERVICE_API_KEY
         yield running
+
+
+def wait_until_ready(process, url: str, timeout_s: float = 120.0) -> None:
+    """Wait until ``url`` answers 200, or fail with the process's output if it exits or times out."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            output = process.stdout.read() if process.stdout else ""
+            pytest.fail(f"{url} did not come up:\n{output[-3000:]}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def ready():
+    """``ready(process, url)``: block until a started service answers, or fail with its output."""
+    return wait_until_ready

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -215,7 +214,7 @@ MASTER_KEY = "sk-crossrank-test-master-key-0123456789"
 
 
 @pytest.fixture(scope="module")
-def litellm_proxy(server, tmp_path_factory):
+def litellm_proxy(server, tmp_path_factory, ready):
     """The LiteLLM proxy started as a process from examples/apps/litellm/config.yaml, always stopped."""
     if not LITELLM.is_file():
         pytest.fail(
@@ -243,17 +242,7 @@ def litellm_proxy(server, tmp_path_factory):
     )
     url = f"http://127.0.0.1:{proxy_port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health/liveliness", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"the LiteLLM proxy did not start:\n{process.stdout.read()[-3000:]}")
-            time.sleep(0.5)
+        ready(process, f"{url}/health/liveliness")
         yield url
     finally:
         process.terminate()

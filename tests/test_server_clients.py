@@ -51,7 +51,7 @@ def test_litellm_rerank(service, flea_query, flea_chunks, flea_top3, provider: s
     assert all(0 < result["relevance_score"] < 1 for result in response.results)
 
 
-def test_serve_command_drains_in_flight_requests_on_sigterm(tiny_model_dir, port: int) -> None:
+def test_serve_command_drains_in_flight_requests_on_sigterm(tiny_model_dir, port: int, ready) -> None:
     env = os.environ | {"CROSSRANK_SERVER_PORT": str(port), "TOKENIZERS_PARALLELISM": "false"}
     process = subprocess.Popen(
         [
@@ -71,15 +71,8 @@ def test_serve_command_drains_in_flight_requests_on_sigterm(tiny_model_dir, port
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
-            time.sleep(0.2)
+        ready(process, f"{url}/health")
+        deadline = time.monotonic() + 60
         statuses: list[int] = []
         body = {"query": "flea", "texts": [f"fleas live a year with a host {i}" for i in range(1000)]}
 
