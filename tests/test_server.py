@@ -396,3 +396,42 @@ def test_int8_requests_score_exactly_as_alone(tiny_model_dir, served, tmp_path, 
         for body, response in zip(bodies, asyncio.run(all_at_once()), strict=True):
             alone = reranker.score(body["query"], body["texts"])
             assert {r["index"]: r["score"] for r in response.json()} == dict(enumerate(alone))
+
+
+def test_lone_surrogates_are_scored_and_echoed_not_a_5xx(tiny_api) -> None:
+    """A cut emoji from JavaScript-made JSON ("\\ud83d" alone) is valid JSON: scored, sent back as it came."""
+    url, reranker = tiny_api
+    raw = b'{"query": "flea \\ud83d", "texts": ["fleas \\ud83d live", "tea"], '
+    raw += b'"return_text": true, "raw_scores": true}'
+    response = _post(f"{url}/rerank", raw)
+    assert response.status_code == 200, response.text
+    ranks = response.json()
+    texts = json.loads(raw)["texts"]
+    assert sorted(rank["text"] for rank in ranks) == sorted(texts)  # the broken text, unchanged
+    expected = reranker.score(json.loads(raw)["query"], texts)
+    assert {rank["index"]: rank["score"] for rank in ranks} == pytest.approx(
+        dict(enumerate(expected)), abs=1e-5
+    )
+    documents = _post(
+        f"{url}/v2/rerank", b'{"query": "flea", "documents": ["a \\udc00"], "return_documents": true}'
+    )
+    assert documents.status_code == 200 and documents.json()["results"][0]["document"]["text"] == "a \udc00"
+
+
+def test_an_engine_crash_is_a_503_and_the_server_keeps_serving(tiny_model_dir, served) -> None:
+    class Crashing(_Gate):
+        def logits(self, batch):
+            if (batch.input_ids == self.poison_id).any():
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            return self.inner.logits(batch)
+
+    base = Reranker(tiny_model_dir, device="cpu")
+    reranker = Reranker.from_backend(
+        Crashing(base.engine, poison_id=base.encoder.tokenizer.token_to_id("paris"))
+    )
+    with served(create_app(reranker, ServerConfig())) as server:
+        crashed = _post(f"{server.url}/rerank", {"query": "flea", "texts": ["paris"]})
+        assert crashed.status_code == 503 and crashed.json()["error_type"] == "Backend"
+        assert "RuntimeError" in crashed.json()["error"]
+        assert _post(f"{server.url}/rerank", {"query": "flea", "texts": ["tea"]}).status_code == 200
+        assert httpx.get(f"{server.url}/health").status_code == 200

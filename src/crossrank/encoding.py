@@ -236,11 +236,11 @@ class PairEncoder:
             >>> encoder.count_tokens("how long does a flea live")  # doctest: +SKIP
             6
         """
-        return len(self._encode_texts([text], "the text")[0])
+        return len(self._encode_texts([text], None)[0])
 
     def tokenize(self, texts: Sequence[str]) -> list[Encoding]:
         """Tokenise ``texts`` alone (no special tokens), with character offsets: to cut text by tokens."""
-        return self._encode_texts(texts, "texts")
+        return self._encode_texts(texts, None)
 
     def document_room(self, query: str) -> int:
         """How many document tokens fit next to ``query`` in one pair (the query cut to half if long).
@@ -252,8 +252,11 @@ class PairEncoder:
         budget = self.max_length - self._num_special
         return budget - min(self.count_tokens(query), budget // 2)
 
-    def _encode_texts(self, texts: Sequence[str], what: str) -> list[Encoding]:
-        """Tokenise ``texts`` without special tokens; unpaired surrogates become U+FFFD (logged)."""
+    def _encode_texts(self, texts: Sequence[str], what: str | None) -> list[Encoding]:
+        """Tokenise ``texts`` without special tokens; unpaired surrogates become U+FFFD.
+
+        ``what`` names the texts in the warning that says so (None: count quietly).
+        """
         try:
             return self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
         except TypeError:
@@ -262,12 +265,12 @@ class PairEncoder:
             broken = [i for i, text in enumerate(texts) if _LONE_SURROGATE.search(text)]
             if not broken:
                 raise
-            logger.warning(
-                "%s %s hold unpaired UTF-16 surrogates (a cut emoji?); they were scored with U+FFFD "
-                "in their place.",
-                what,
-                broken if len(texts) > 1 else "",
-            )
+            if what is not None:
+                where = f"{what} {broken}" if len(texts) > 1 else what
+                logger.warning(
+                    "%s contain unpaired UTF-16 surrogates (a cut emoji?); scored with U+FFFD in their place",
+                    where,
+                )
             return self._tokenizer.encode_batch(
                 [_without_lone_surrogates(text) for text in texts], add_special_tokens=False
             )

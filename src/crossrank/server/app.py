@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import math
 import time
@@ -58,15 +59,13 @@ __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
 
-#: TEI's error types and their status codes (router/src/server.rs, v1.9).
-TEI_STATUS = {
-    "Empty": 400,
-    "Validation": 422,
-    "Tokenizer": 422,
-    "Overloaded": 429,
-    "Backend": 424,
-    "Unhealthy": 503,
-}
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII characters escaped: a text a client sent with a lone surrogate (a cut
+    emoji, valid in JSON as ``"\\ud83d"``) goes back as it came, instead of failing UTF-8 encoding."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 class ApiError(Exception):
@@ -96,7 +95,7 @@ def _error_response(shape: str, status: int, message: str, error_type: str, head
         content = {"error": message, "error_type": error_type}
     else:  # shape unknown (the body was never read): readable by either kind of client
         content = {"message": message, "error": message, "error_type": error_type}
-    return JSONResponse(content, status_code=status, headers=headers)
+    return AsciiJSONResponse(content, status_code=status, headers=headers)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -260,6 +259,7 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> FastAP
         version=crossrank.__version__,
         summary="Cross-encoder reranking over HTTP: the Cohere, Jina and TEI rerank APIs.",
         lifespan=lifespan,
+        default_response_class=AsciiJSONResponse,
     )
     app.state.crossrank = state
     app.add_middleware(_Limits, payload_limit=config.payload_limit, metrics=metrics)
@@ -336,7 +336,7 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> FastAP
             "model": body.model or model_name,
             "usage": {"total_tokens": tokens, "prompt_tokens": tokens},
         }
-        return JSONResponse(payload, headers=_timing_headers(scored, used, request))
+        return AsciiJSONResponse(payload, headers=_timing_headers(scored, used))
 
     async def tei_route(request: Request, body: TeiRequest) -> JSONResponse:
         request.state.shape = "tei"
@@ -355,7 +355,7 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> FastAP
             {"index": i, "score": scores[i], **({"text": body.texts[i]} if body.return_text else {})}
             for i in order
         ]
-        return JSONResponse(ranks, headers=_timing_headers(scored, used, request))
+        return AsciiJSONResponse(ranks, headers=_timing_headers(scored, used))
 
     rerank_responses = {
         200: {
@@ -526,6 +526,9 @@ async def _rerank(
             ) from None
         except CrossrankError as err:
             raise ApiError(503, f"the model failed: {err}", "Backend") from None
+        except Exception as err:  # an engine failure must not become a 500 or take the server down
+            logger.exception("scoring failed")
+            raise ApiError(503, f"the model failed: {type(err).__name__}", "Backend") from None
     finally:
         state.in_flight -= 1
         state.metrics.in_flight.dec()
@@ -598,7 +601,7 @@ def _fit_texts(
     return fitted
 
 
-def _timing_headers(scored: Any, total_s: float, request: Request) -> dict[str, str]:
+def _timing_headers(scored: Any, total_s: float) -> dict[str, str]:
     """TEI's timing headers (milliseconds)."""
     return {
         "x-compute-time": f"{scored.inference_s * 1000:.0f}",
