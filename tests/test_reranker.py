@@ -415,3 +415,15 @@ def test_windows_per_document_are_capped(tiny_model_dir, caplog: pytest.LogCaptu
     stats = ScoringStats()
     uncapped.score_batch([(QUERY, ["tea " * 1000])], stats=stats)
     assert stats.pairs > 5  # the cap is what stopped it, not the document
+
+
+def test_a_ready_engine_as_the_backend(tiny_reranker: Reranker) -> None:
+    from crossrank import InvalidArgumentError
+
+    shared = Reranker("my-ce", backend=tiny_reranker.engine, top_n=1)
+    assert shared.model_name == "my-ce" and shared.engine is tiny_reranker.engine and shared.top_n == 1
+    assert shared.score(QUERY, DOCS) == tiny_reranker.score(QUERY, DOCS)
+    with pytest.raises(InvalidArgumentError, match="apply when loading a model"):
+        Reranker("my-ce", backend=tiny_reranker.engine, device="cuda")
+    with pytest.raises(InvalidArgumentError, match="object lacks name, device"):
+        Reranker.from_backend(object())
