@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 . scripts/_venv.sh
 pip install -q -e ".[test]" \
     -e "integrations/langchain-crossrank[test]" \
-    -e "integrations/llama-index-postprocessor-crossrank[test]"
+    -e "integrations/llama-index-postprocessor-crossrank[test]" \
+    -e "integrations/crossrank-haystack[test]"
 python3 -m venv .venv-litellm
 .venv-litellm/bin/python -m pip install -q --upgrade pip
 .venv-litellm/bin/pip install -q "litellm[proxy]>=1.100"
