@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install crossrank, both integration packages and the test tools into .venv, the LiteLLM proxy into
+# Install crossrank, its three integration packages and the test tools into .venv, the LiteLLM proxy into
 # .venv-litellm (an app crossrank is tested behind, in an environment of its own as it is deployed:
 # litellm[proxy] pins an older huggingface_hub), then lint and run every test.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not real_model"` for the fast suite only.
