@@ -23,11 +23,20 @@ def expected(fixture_reranker: Reranker, flea_query: str, flea_chunks: list[str]
     return fixture_reranker.rank(flea_query, flea_chunks, top_n=3, normalize=True)
 
 
+def _example(name: str):
+    """A module of examples/apps/, imported from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, APPS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_langchain_cohere_rerank(service, flea_query, flea_chunks, expected) -> None:
-    from langchain_cohere import CohereRerank
     from langchain_core.documents import Document
 
-    reranker = CohereRerank(base_url=service.url, model="crossrank", cohere_api_key=service.api_key, top_n=3)
+    reranker = _example("langchain_cohere_rerank").build_reranker(service.url, service.api_key)
     ranked = reranker.compress_documents([Document(page_content=text) for text in flea_chunks], flea_query)
     assert [doc.page_content for doc in ranked] == [hit.text for hit in expected]
     scores = [doc.metadata["relevance_score"] for doc in ranked]
@@ -36,11 +45,8 @@ def test_langchain_cohere_rerank(service, flea_query, flea_chunks, expected) -> 
 
 def test_llamaindex_tei_postprocessor(service, flea_query, flea_chunks, expected) -> None:
     from llama_index.core.schema import NodeWithScore, TextNode
-    from llama_index.postprocessor.tei_rerank import TextEmbeddingInference
 
-    postprocessor = TextEmbeddingInference(  # its auth_token is the whole Authorization header
-        base_url=service.url, top_n=3, auth_token=f"Bearer {service.api_key}", model_name="crossrank"
-    )
+    postprocessor = _example("llamaindex_tei_rerank").build_postprocessor(service.url, service.api_key)
     nodes = [NodeWithScore(node=TextNode(text=text), score=1.0) for text in flea_chunks]
     ranked = postprocessor.postprocess_nodes(nodes, query_str=flea_query)
     assert [node.node.get_content() for node in ranked] == [hit.text for hit in expected]
