@@ -24,6 +24,7 @@ MODULES = [
     "crossrank.encoding",
     "crossrank.backends",
     "crossrank.adapters",
+    "crossrank.results",
     "crossrank.server.config",
 ]
 

@@ -44,8 +44,12 @@ def test_rank_never_mutates_and_accounts_for_every_document(
     for hit in ranking:
         assert hit.text is docs[hit.index]
         assert type(hit.score) is float
-    scores = [hit.score for hit in ranking]
-    assert scores == sorted(scores, reverse=True)
+    # Best first, except that blank chunks come after every chunk with text.
+    blank = [not hit.text.strip() for hit in ranking]
+    assert blank == sorted(blank)
+    for part in (False, True):
+        scores = [hit.score for hit, is_blank in zip(ranking, blank, strict=True) if is_blank is part]
+        assert scores == sorted(scores, reverse=True)
     # Identical texts share one score, so their order is input order, not float noise.
     for a in ranking:
         for b in ranking:

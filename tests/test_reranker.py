@@ -31,7 +31,8 @@ def test_rank_sorts_by_score_and_keeps_indexes(tiny_reranker: Reranker) -> None:
     ranking = tiny_reranker.rank(QUERY, DOCS, top_n=None)
     assert isinstance(ranking, Ranking) and isinstance(ranking, list)
     assert sorted(hit.index for hit in ranking) == list(range(len(DOCS)))
-    scores = [hit.score for hit in ranking]
+    assert ranking[-1].text == ""  # the blank chunk ranks last; the rest best first
+    scores = [hit.score for hit in ranking[:-1]]
     assert scores == sorted(scores, reverse=True)
     for hit in ranking:
         assert isinstance(hit, RankedDocument)
@@ -108,7 +109,8 @@ class _ConstantBackend:
 def test_ties_keep_input_order(tiny_model_dir) -> None:
     reranker = Reranker(tiny_model_dir, device="cpu")
     reranker = Reranker.from_backend(_ConstantBackend(reranker.engine))
-    assert [hit.index for hit in reranker.rank(QUERY, DOCS, top_n=None)] == list(range(len(DOCS)))
+    # Equal scores keep input order; DOCS[2] is blank, so it goes last.
+    assert [hit.index for hit in reranker.rank(QUERY, DOCS, top_n=None)] == [0, 1, 3, 4, 5, 2]
 
 
 def test_duplicates_are_each_returned(tiny_reranker: Reranker) -> None:
@@ -427,3 +429,21 @@ def test_a_ready_engine_as_the_backend(tiny_reranker: Reranker) -> None:
         Reranker("my-ce", backend=tiny_reranker.engine, device="cuda")
     with pytest.raises(InvalidArgumentError, match="object lacks name, device"):
         Reranker.from_backend(object())
+
+
+class _ShortIsBest(_ConstantBackend):
+    """Scores a pair higher the shorter it is: a blank chunk (the query alone) gets the best score."""
+
+    def logits(self, batch):
+        return -batch.attention_mask.sum(axis=1).astype(np.float32)
+
+
+def test_blank_chunks_rank_last_whatever_their_score(tiny_reranker: Reranker) -> None:
+    reranker = Reranker.from_backend(_ShortIsBest(tiny_reranker.engine), top_n=None)
+    docs = ["fleas live a year with a host", "", "tea", "   \n", "paris tower"]
+    scores = reranker.score(QUERY, docs)
+    assert scores[1] == max(scores)  # the empty chunk scored best...
+    ranking = reranker.rank(QUERY, docs)
+    assert [hit.index for hit in ranking] == [2, 4, 0, 1, 3]  # ...and still ranks after every text
+    assert [hit.index for hit in reranker.rank(QUERY, docs, top_n=3)] == [2, 4, 0]
+    assert [hit.index for hit in reranker.rank_batch([(QUERY, docs)], top_n=2)[0]] == [2, 4]

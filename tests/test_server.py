@@ -435,3 +435,12 @@ def test_an_engine_crash_is_a_503_and_the_server_keeps_serving(tiny_model_dir, s
         assert "RuntimeError" in crashed.json()["error"]
         assert _post(f"{server.url}/rerank", {"query": "flea", "texts": ["tea"]}).status_code == 200
         assert httpx.get(f"{server.url}/health").status_code == 200
+
+
+def test_blank_texts_rank_last_in_both_shapes(tiny_api) -> None:
+    url, _ = tiny_api
+    texts = ["", "fleas live a year", "  ", "tea"]
+    ranks = _post(f"{url}/rerank", {"query": "flea", "texts": texts, "raw_scores": True}).json()
+    assert {rank["index"] for rank in ranks[-2:]} == {0, 2}
+    results = _post(f"{url}/v2/rerank", {"query": "flea", "documents": texts, "top_n": 2}).json()["results"]
+    assert {result["index"] for result in results} == {1, 3}

@@ -27,7 +27,7 @@ from crossrank.config import DEFAULT_MODEL, RerankerConfig
 from crossrank.encoding import PairEncoder
 from crossrank.errors import DocumentTypeError, EmptyQueryError, InvalidArgumentError, ScoringError
 from crossrank.model_source import resolve_model_source
-from crossrank.results import RankedDocument, Ranking, ScoringStats
+from crossrank.results import RankedDocument, Ranking, ScoringStats, rank_order
 
 __all__ = ["USE_DEFAULT", "RerankRequest", "Reranker"]
 
@@ -645,7 +645,7 @@ class Reranker:
     ) -> list[Ranking]:
         rankings = []
         for (_, texts), scores in zip(requests, self._scores(requests, use_sigmoid), strict=True):
-            order = sorted(range(len(texts)), key=lambda i: -scores[i])  # stable: ties keep input order
+            order = rank_order(texts, scores)  # by score, ties in input order, blank chunks last
             kept = order if min_score is None else [i for i in order if scores[i] >= min_score]
             below = len(order) - len(kept)
             if below:

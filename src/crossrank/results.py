@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RankedDocument", "Ranking", "ScoringStats"]
+__all__ = ["RankedDocument", "Ranking", "ScoringStats", "rank_order"]
+
+
+def rank_order(texts: Sequence[str], scores: Sequence[float]) -> list[int]:
+    """Positions of ``texts`` best first: by score, ties in input order, blank texts last.
+
+    An empty or whitespace-only chunk (what broken PDF parsing and chunkers produce) can score
+    high against a query (the model then reads the query alone), and it must never reach an LLM
+    by accident: it keeps its score but ranks after every chunk with text. Every face that ranks
+    (``Reranker.rank``, the adapters, the CLI, the server) orders with this function.
+
+    Example:
+        >>> rank_order(["b", "", "a", "  "], [0.2, 0.9, 0.5, 0.1])
+        [2, 0, 1, 3]
+    """
+    return sorted(range(len(texts)), key=lambda i: (not texts[i].strip(), -scores[i]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,9 @@ class CrossrankRerank(BaseDocumentCompressor):
     The returned documents are new ``Document`` objects, copies of the inputs (``id``,
     ``page_content`` and every metadata key kept; metadata deep-copied) with
     ``metadata["relevance_score"]`` (a ``float``) added. The caller's documents are never modified.
-    Ties keep the input order. A document whose ``page_content`` is empty is scored like any other
-    (on the query alone, so usually low) and is never dropped for being empty.
+    Ties keep the input order. A document whose ``page_content`` is empty or whitespace is scored
+    and never dropped for being empty, but ranks after every document with text (crossrank's rule:
+    a blank chunk must not reach the LLM by accident).
 
     The model comes from exactly one of ``model`` (loaded here, on ``device``), ``reranker`` (a
     ready ``crossrank.Reranker``, so one loaded model serves many compressors) or ``config`` (a

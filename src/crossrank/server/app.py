@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import crossrank
 from crossrank.errors import CrossrankError, ScoringError
 from crossrank.reranker import Reranker
-from crossrank.results import ScoringStats
+from crossrank.results import ScoringStats, rank_order
 from crossrank.server.batcher import ClientGone, PairBatcher
 from crossrank.server.config import ServerConfig
 from crossrank.server.schemas import (
@@ -315,7 +315,7 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> FastAP
             left=False,
             max_tokens_per_doc=body.max_tokens_per_doc,
         )
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])[: body.top_n]
+        order = rank_order(texts, scores)[: body.top_n]
         results = [
             {
                 "index": i,
@@ -350,7 +350,7 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> FastAP
             left=body.truncation_direction.lower() == "left",
             max_tokens_per_doc=None,
         )
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])[: body.top_n]
+        order = rank_order(body.texts, scores)[: body.top_n]
         ranks = [
             {"index": i, "score": scores[i], **({"text": body.texts[i]} if body.return_text else {})}
             for i in order
