@@ -549,7 +549,7 @@ class Reranker:
             )
         rows_of: dict[str, list[int]] = {}
         for row, (query, text) in enumerate(zip(queries, texts, strict=True)):
-            self._check_query(query, f"queries[{row}]")
+            self.check_query(query, where=f"queries[{row}]")
             if not isinstance(text, str):
                 raise DocumentTypeError(f"texts[{row}] is {type(text).__name__}, expected str")
             rows_of.setdefault(query, []).append(row)
@@ -563,7 +563,24 @@ class Reranker:
     # ------------------------------------------------------------------ checks
     # Every public method checks its input here, in the caller's frame, before any work.
 
-    def _check_query(self, query: object, where: str = "query") -> str:
+    def check_query(self, query: object, *, where: str = "query") -> str:
+        """Return ``query`` if the model can rank against it; the check every method runs first.
+
+        A server or an adapter that queues work, or changes the query (prefixes), calls this to
+        refuse a bad query up front with crossrank's own rule and message.
+
+        Raises:
+            DocumentTypeError: ``query`` is not a ``str``.
+            EmptyQueryError: it has no tokens: empty, whitespace, or only control or zero-width
+                characters (which pass ``str.strip()`` but give the model nothing to read).
+
+        Example:
+            >>> reranker = Reranker("cross-encoder/ms-marco-MiniLM-L6-v2", device="cpu")
+            >>> reranker.check_query("\u200b")
+            Traceback (most recent call last):
+            ...
+            crossrank.errors.EmptyQueryError: query has no tokens the model can read ...
+        """
         if not isinstance(query, str):
             raise DocumentTypeError(f"{where} must be a str, got {type(query).__name__}")
         if not query.strip() or self._encoder.count_tokens(query) == 0:
@@ -574,7 +591,7 @@ class Reranker:
         return query
 
     def _check_request(self, query: object, documents: object, where: str = "") -> _Checked:
-        query = self._check_query(query, f"{where}query" if where else "query")
+        query = self.check_query(query, where=f"{where}query" if where else "query")
         what = f"{where}documents"
         if isinstance(documents, (str, bytes)):
             raise DocumentTypeError(

@@ -39,7 +39,7 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import crossrank
-from crossrank.errors import CrossrankError, ScoringError
+from crossrank.errors import CrossrankError, EmptyQueryError, ScoringError
 from crossrank.reranker import Reranker
 from crossrank.results import ScoringStats, rank_order
 from crossrank.server.batcher import ClientGone, PairBatcher
@@ -500,8 +500,10 @@ async def _rerank(
         raise _invalid_request(
             shape, f"batch size {len(texts)} > maximum allowed batch size {config.max_client_batch_size}"
         )
-    if not query.strip() or reranker.count_tokens(query) == 0:
-        raise _invalid_request(shape, "`query` has no tokens the model can read (empty or whitespace)")
+    try:
+        reranker.check_query(query)  # here, not in the batcher: a bad query must not fail a whole step
+    except EmptyQueryError as err:
+        raise _invalid_request(shape, str(err)) from None
     if state.in_flight >= config.max_concurrent_requests:
         raise ApiError(
             429,

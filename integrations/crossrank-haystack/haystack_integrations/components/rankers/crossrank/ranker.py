@@ -16,8 +16,6 @@ from haystack.utils import ComponentDevice, Secret
 from pydantic import ValidationError
 
 from crossrank import (
-    DocumentTypeError,
-    EmptyQueryError,
     InvalidArgumentError,
     Ranking,
     Reranker,
@@ -327,15 +325,8 @@ class CrossrankRanker:
     def _query(self, query: object, reranker: Reranker) -> object:
         if not (self.query_prefix or self.query_suffix):
             return query  # crossrank checks it
-        # The affixes always hold tokens: check the query itself, as crossrank would.
-        if not isinstance(query, str):
-            raise DocumentTypeError(f"query must be a str, got {type(query).__name__}")
-        if not query.strip() or reranker.count_tokens(query) == 0:
-            raise EmptyQueryError(
-                f"query has no tokens the model can read (empty, whitespace, or only control or zero-width "
-                f"characters: {query[:20]!r}); there is nothing to rank documents against"
-            )
-        return self.query_prefix + query + self.query_suffix
+        # The affixes always hold tokens: check the query itself, with crossrank's own rule.
+        return self.query_prefix + reranker.check_query(query) + self.query_suffix
 
     def _text(self, doc: Document) -> str:
         meta_values = [
