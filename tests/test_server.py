@@ -331,10 +331,11 @@ def test_a_request_whose_client_went_away_is_dropped(tiny_model_dir, served) -> 
         rows_before = engine.rows
         engine.open.set()
         first.join(timeout=30)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30  # the batcher reaches the abandoned request next
+        while "crossrank_requests_dropped_total 1.0" not in httpx.get(f"{server.url}/metrics").text:
+            assert time.monotonic() < deadline, "the abandoned request was never dropped"
+            time.sleep(0.05)
         assert engine.rows == rows_before + 1  # only the first request's pair was scored
-        metrics = httpx.get(f"{server.url}/metrics").text
-        assert "crossrank_requests_dropped_total 1.0" in metrics
 
 
 # --------------------------------------------------------------------------- batching
