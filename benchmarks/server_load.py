@@ -67,7 +67,7 @@ def free_port() -> int:
 def start_server(model: str, backend: str, batching: bool) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "crossrank", "serve", "--model", model, "--port", str(port)]
-    command += BACKENDS[backend] + ([] if batching else ["--no-batching"])
+    command += BACKENDS[backend] + ["--batching" if batching else "--no-batching"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180

@@ -388,7 +388,8 @@ def test_int8_requests_score_exactly_as_alone(tiny_model_dir, served, tmp_path, 
         {"query": q, "texts": [f"{q} {w}" for w in ("flea", "tea", "sky", "dog cat")], "raw_scores": True}
         for q in ("flea", "tea", "paris", "sun")
     ]
-    with served(create_app(reranker, ServerConfig(max_wait_ms=20))) as server:
+    # batching on explicitly (int8 defaults to off): the merge path must keep requests apart
+    with served(create_app(reranker, ServerConfig(max_wait_ms=20, batching=True))) as server:
 
         async def all_at_once():
             async with httpx.AsyncClient(timeout=60) as client:
@@ -445,3 +446,17 @@ def test_blank_texts_rank_last_in_both_shapes(tiny_api) -> None:
     assert {rank["index"] for rank in ranks[-2:]} == {0, 2}
     results = _post(f"{url}/v2/rerank", {"query": "flea", "documents": texts, "top_n": 2}).json()["results"]
     assert {result["index"] for result in results} == {1, 3}
+
+
+def test_batching_defaults_to_what_the_engine_can_use(tiny_model_dir, tmp_path, monkeypatch) -> None:
+    """On for engines whose batches may mix requests; off for int8 (whose batches never mix them)."""
+    from crossrank.server.app import batching_enabled
+
+    monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path))
+    torch_reranker = Reranker(tiny_model_dir, device="cpu")
+    int8 = Reranker(tiny_model_dir, backend="onnx", quantize="int8")
+    assert batching_enabled(torch_reranker, ServerConfig()) is True
+    assert batching_enabled(int8, ServerConfig()) is False
+    assert batching_enabled(int8, ServerConfig(batching=True)) is True
+    assert batching_enabled(torch_reranker, ServerConfig(batching=False)) is False
+    assert create_app(int8, ServerConfig()).state.crossrank.batcher.enabled is False

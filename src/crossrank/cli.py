@@ -665,11 +665,13 @@ def serve(config: RerankerConfig, server_config: Any, verbose: Verbose = False) 
         raise _fail(message) from None
     with _errors_reported():
         reranker = _reranker(config)
+    from crossrank.server.app import batching_enabled
+
     application = create_app(reranker, server_config)
     err_console.print(
         f"[bold]crossrank serve[/] {reranker.model_name} ({reranker.backend}, {reranker.device}) on "
         f"http://{server_config.host}:{server_config.port}  "
-        f"[dim](batching {'on' if server_config.batching else 'off'}, "
+        f"[dim](batching {'on' if batching_enabled(reranker, server_config) else 'off'}, "
         f"auth {'on' if server_config.api_key else 'off'})[/]",
         highlight=False,
     )

@@ -219,6 +219,15 @@ class _State:
     in_flight: int = 0
 
 
+def batching_enabled(reranker: Reranker, config: ServerConfig) -> bool:
+    """Whether the server merges requests: as configured, else on for engines whose batches may mix
+    requests. int8 batches never mix them (scores would move with batch-mates), so merging saves
+    nothing there, and measured, the server was faster without the batcher (docs/serving.md)."""
+    if config.batching is not None:
+        return config.batching
+    return bool(getattr(reranker.engine, "batch_invariant", True))
+
+
 def create_app(reranker: Reranker, config: ServerConfig | None = None) -> FastAPI:
     """The rerank server's ASGI app over ``reranker``.
 
@@ -238,7 +247,7 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> FastAP
         reranker,
         max_batch_tokens=config.max_batch_tokens,
         max_wait_ms=config.max_wait_ms,
-        enabled=config.batching,
+        enabled=batching_enabled(reranker, config),
         pipeline=config.pipeline,
         on_step=metrics.step,
     )

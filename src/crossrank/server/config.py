@@ -36,7 +36,13 @@ class ServerConfig(BaseSettings):
     served_model_name: str | None = Field(
         None, description="Model name reported to clients; default: the model."
     )
-    batching: bool = Field(True, description="Merge concurrent requests' pairs into shared forward passes.")
+    batching: bool | None = Field(
+        None,
+        description=(
+            "Merge concurrent requests' pairs into shared forward passes; default: on for engines whose "
+            "batches may mix requests (fp32), off for int8 (measured faster there)."
+        ),
+    )
     max_batch_tokens: PositiveInt = Field(
         16384, description="Most (estimated) tokens one scoring step takes from the queue."
     )
