@@ -26,6 +26,7 @@ MODULES = [
     "crossrank.adapters",
     "crossrank.results",
     "crossrank.server.config",
+    "crossrank.testing",
 ]
 
 _RUNNER = """
