@@ -37,6 +37,7 @@ __all__ = [
     "check_top_n",
     "rank_options",
     "resolve_reranker",
+    "settle",
 ]
 
 #: The options an adapter keeps and passes to every ``rank`` call: ``("top_n", "normalize", "min_score")``.
@@ -219,6 +220,31 @@ def resolve_reranker(
     if config is not None:
         return Reranker.from_config(config)
     return Reranker(DEFAULT_MODEL if model is None else model, **loader_options)
+
+
+def settle(adapter: Any) -> Reranker:
+    """Resolve the Reranker of a pydantic adapter and fill in what it holds; return the Reranker.
+
+    ``adapter`` has the fields ``model``, ``device``, ``reranker``, ``config`` and
+    :data:`RANK_OPTIONS`, and pydantic's ``model_fields_set`` (the names the caller passed). The
+    model comes from exactly one source (:func:`resolve_reranker`); rank options not passed take the
+    Reranker's defaults (:func:`rank_options`); afterwards ``model``, ``device`` and ``reranker``
+    report what is in use. Both framework adapters call this from their ``after`` validator.
+    """
+    given = set(adapter.model_fields_set)  # the names passed (the setattr below adds to the live set)
+    reranker = resolve_reranker(
+        model=adapter.model,
+        reranker=adapter.reranker,
+        config=adapter.config,
+        given=given,
+        loader_options={"device": adapter.device},
+    )
+    for name, value in rank_options(
+        reranker, {name: getattr(adapter, name) for name in RANK_OPTIONS}, given
+    ).items():
+        setattr(adapter, name, value)
+    adapter.model, adapter.device, adapter.reranker = reranker.model_name, reranker.device, reranker
+    return reranker
 
 
 def check_items(

@@ -11,7 +11,7 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from crossrank import DEFAULT_MODEL, Ranking, Reranker, RerankerConfig
-from crossrank.adapters import RANK_OPTIONS, check_items, check_rank_options, rank_options, resolve_reranker
+from crossrank.adapters import check_items, check_rank_options, settle
 
 __all__ = ["CrossrankRerank"]
 
@@ -106,21 +106,8 @@ class CrossrankRerank(BaseDocumentCompressor):
 
     @model_validator(mode="after")
     def _build_reranker(self) -> CrossrankRerank:
-        given = set(self.model_fields_set)  # the names passed (setattr below adds to the live set)
-        self._reranker = resolve_reranker(
-            model=self.model,
-            reranker=self.reranker,
-            config=self.config,
-            given=given,
-            loader_options={"device": self.device},
-        )
-        # Report the model in use, and use the reranker's defaults for the options not given.
-        options = rank_options(self._reranker, {name: getattr(self, name) for name in RANK_OPTIONS}, given)
-        for name, value in options.items():
-            setattr(self, name, value)
-        self.model = self._reranker.model_name
-        self.device = self._reranker.device
-        self.reranker = self._reranker
+        # One model source; rank options not given from the reranker; model/device/reranker as in use.
+        self._reranker = settle(self)
         return self
 
     def compress_documents(
