@@ -27,7 +27,7 @@ from crossrank.adapters import (
     rank_options,
     resolve_reranker,
 )
-from crossrank.config import OPTION_GROUPS
+from crossrank.config import OPTION_GROUPS, PER_CALL_OPTIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_RULE_TESTS = [
@@ -53,7 +53,8 @@ def test_imports_no_framework() -> None:
 
 
 def test_option_names_come_from_the_config() -> None:
-    assert RANK_OPTIONS == OPTION_GROUPS["ranking"] == ("top_n", "normalize", "min_score")
+    assert RANK_OPTIONS == OPTION_GROUPS["ranking"] == PER_CALL_OPTIONS
+    assert RANK_OPTIONS == ("top_n", "normalize", "min_score", "dedupe", "max_tokens", "fusion")
     assert set(LOADER_OPTIONS) <= set(RerankerConfig.model_fields)
 
 

@@ -25,6 +25,7 @@ MODULES = [
     "crossrank.backends",
     "crossrank.adapters",
     "crossrank.results",
+    "crossrank.selection",
     "crossrank.server.config",
     "crossrank.testing",
 ]

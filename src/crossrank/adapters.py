@@ -17,13 +17,14 @@ Nothing here imports a framework; a new adapter needs only these functions.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping, Set
 from typing import Any
 
 import numpy as np
 
-from crossrank.config import DEFAULT_MODEL, OPTION_GROUPS
+from crossrank.config import DEFAULT_MODEL, PER_CALL_OPTIONS, check_option
 from crossrank.errors import DocumentTypeError, InvalidArgumentError
 from crossrank.reranker import Reranker, _check_min_score, _check_top_n
 
@@ -40,8 +41,9 @@ __all__ = [
     "settle",
 ]
 
-#: The options an adapter keeps and passes to every ``rank`` call: ``("top_n", "normalize", "min_score")``.
-RANK_OPTIONS: tuple[str, ...] = OPTION_GROUPS["ranking"]
+#: The options an adapter keeps and passes to every ``rank`` call: ``top_n``, ``normalize``,
+#: ``min_score``, ``dedupe``, ``max_tokens``, ``fusion``.
+RANK_OPTIONS: tuple[str, ...] = PER_CALL_OPTIONS
 #: The options, besides ``model``, that an adapter passes on when it loads the model itself; a
 #: ``reranker`` or ``config`` has made these choices already.
 LOADER_OPTIONS: tuple[str, ...] = ("device",)
@@ -108,7 +110,12 @@ def check_normalize(normalize: object) -> bool:
     return bool(normalize)
 
 
-_CHECKS = {"top_n": check_top_n, "normalize": check_normalize, "min_score": check_min_score}
+_CHECKS: dict[str, Any] = {
+    "top_n": check_top_n,
+    "normalize": check_normalize,
+    "min_score": check_min_score,
+    **{name: functools.partial(check_option, name) for name in ("dedupe", "max_tokens", "fusion")},
+}
 
 
 def check_rank_options(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -133,25 +140,26 @@ def check_rank_options(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def rank_options(reranker: Any, values: Mapping[str, Any], given: Set[str]) -> dict[str, Any]:
-    """The ``top_n``, ``normalize`` and ``min_score`` to rank with: given ones checked, others the reranker's.
+    """The :data:`RANK_OPTIONS` to rank with: given ones checked, others the reranker's.
 
     Args:
         reranker: The :class:`~crossrank.Reranker` whose defaults fill the options not given
-            (anything with ``top_n``, ``normalize`` and ``min_score`` attributes).
+            (anything with the :data:`RANK_OPTIONS` as attributes).
         values: The adapter's values of the options (other keys are ignored).
         given: The names the caller passed explicitly (e.g. pydantic's ``model_fields_set``).
 
     Returns:
-        All three options, as Python values.
+        All the options, as Python values.
 
     Raises:
         InvalidArgumentError: A given option is invalid; the message names it and the value.
 
     Example:
         >>> from types import SimpleNamespace
-        >>> shared = SimpleNamespace(top_n=5, normalize=True, min_score=0.2)
-        >>> rank_options(shared, {"top_n": 3, "normalize": False, "min_score": None}, given={"top_n"})
-        {'top_n': 3, 'normalize': True, 'min_score': 0.2}
+        >>> shared = SimpleNamespace(top_n=5, normalize=True, min_score=0.2, dedupe=None)
+        >>> shared.max_tokens = shared.fusion = None
+        >>> rank_options(shared, {"top_n": 3, "dedupe": 0.8}, given={"top_n", "dedupe"})
+        {'top_n': 3, 'normalize': True, 'min_score': 0.2, 'dedupe': 0.8, 'max_tokens': None, 'fusion': None}
         >>> rank_options(shared, {"min_score": float("nan")}, given={"min_score"})
         Traceback (most recent call last):
         ...

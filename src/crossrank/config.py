@@ -32,7 +32,16 @@ from pydantic_settings import (
 
 from crossrank.errors import InvalidArgumentError
 
-__all__ = ["DEFAULT_MODEL", "ENV_PREFIX", "OPTION_GROUPS", "RerankerConfig", "env_name", "options_table"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "ENV_PREFIX",
+    "OPTION_GROUPS",
+    "PER_CALL_OPTIONS",
+    "RerankerConfig",
+    "check_option",
+    "env_name",
+    "options_table",
+]
 
 #: The model ``Reranker()`` loads when none is named.
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
@@ -56,8 +65,12 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
         "stride",
         "max_windows",
     ),
-    "ranking": ("top_n", "normalize", "min_score"),
+    "ranking": ("top_n", "normalize", "min_score", "dedupe", "max_tokens", "fusion"),
+    "selection": ("dedupe_similarity", "budget_tokenizer", "fusion_k", "fusion_weight"),
 }
+#: The options a ``rank`` call may override, and that the framework adapters hold as their own fields;
+#: the ``selection`` group says how they work and is set once, on the Reranker.
+PER_CALL_OPTIONS: tuple[str, ...] = OPTION_GROUPS["ranking"]
 
 
 def env_name(field: str) -> str:
@@ -140,6 +153,32 @@ class RerankerConfig(BaseSettings):
     normalize: bool = Field(False, description="Scores as sigmoid(logit) in 0-1 instead of raw logits.")
     min_score: float | None = Field(
         None, allow_inf_nan=False, description="Drop documents scoring below this (on the normalize scale)."
+    )
+    dedupe: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Skip a document this similar (0-1] to a better one kept; None: off.",
+    )
+    max_tokens: PositiveInt | None = Field(
+        None,
+        description="Return the best documents while their tokens add up to at most this (at least one).",
+    )
+    fusion: Literal["rrf", "weighted"] | None = Field(
+        None, description="Fuse the reranker's order with stage 1's (the input order, or given scores)."
+    )
+
+    # ---------------------------------------------------------------- selection: how those work
+    dedupe_similarity: Literal["jaccard", "ratio"] = Field(
+        "jaccard", description="dedupe: jaccard (word sets) or ratio (rapidfuzz, characters)."
+    )
+    budget_tokenizer: str | None = Field(
+        None,
+        description="max_tokens: count with this tokenizer (hub id or folder: your LLM's); default: ours.",
+    )
+    fusion_k: PositiveInt = Field(60, description="fusion=rrf: k in 1/(k + rank).")
+    fusion_weight: float = Field(
+        0.5, ge=0, le=1, description="fusion=weighted: the reranker's weight; stage 1 gets the rest."
     )
 
     @field_validator("model", mode="before")
@@ -249,6 +288,55 @@ class _ArgumentsOnly(RerankerConfig):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
+
+
+def check_option(name: str, value: object) -> Any:
+    """A per-call value of option ``name``, checked against its one declaration in :class:`RerankerConfig`.
+
+    Strict: a bool is not a number, ``"0.8"`` is not a float; numpy numbers are accepted as Python ones.
+
+    Raises:
+        InvalidArgumentError: The value doesn't fit the field; the message names it.
+
+    Example:
+        >>> check_option("dedupe", 0.8), check_option("fusion", None)
+        (0.8, None)
+        >>> check_option("dedupe", 1.5)
+        Traceback (most recent call last):
+        ...
+        crossrank.errors.InvalidArgumentError: dedupe: Input should be less than or equal to 1 (got 1.5)
+    """
+    import numbers
+
+    field = RerankerConfig.model_fields[name]
+    if hasattr(value, "item") and isinstance(value, numbers.Number):  # numpy scalars
+        value = value.item()
+    if isinstance(value, bool) and field.annotation is not bool:
+        raise InvalidArgumentError(f"{name}: expected {_shown(field.annotation)}, got {value!r}")
+    try:
+        return _adapter(name).validate_python(value, strict=True)
+    except ValidationError as err:
+        problem = err.errors(include_url=False)[0]
+        raise InvalidArgumentError(f"{name}: {problem['msg']} (got {value!r})") from None
+
+
+def _shown(annotation: Any) -> str:
+    return str(annotation).replace("typing.", "")
+
+
+_ADAPTERS: dict[str, Any] = {}
+
+
+def _adapter(name: str) -> Any:
+    from typing import Annotated
+
+    from pydantic import TypeAdapter
+
+    if name not in _ADAPTERS:
+        field = RerankerConfig.model_fields[name]
+        annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+        _ADAPTERS[name] = TypeAdapter(annotation)
+    return _ADAPTERS[name]
 
 
 def describe_validation_error(err: ValidationError) -> str:

@@ -16,18 +16,19 @@ import logging
 import math
 import numbers
 import os
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from crossrank.backends import Backend, load_backend
-from crossrank.config import DEFAULT_MODEL, RerankerConfig
+from crossrank.config import DEFAULT_MODEL, RerankerConfig, check_option
 from crossrank.encoding import PairEncoder
 from crossrank.errors import DocumentTypeError, EmptyQueryError, InvalidArgumentError, ScoringError
 from crossrank.model_source import resolve_model_source
-from crossrank.results import RankedDocument, Ranking, ScoringStats, rank_order
+from crossrank.results import Ranking, ScoringStats
+from crossrank.selection import SelectOptions, check_first_stage, load_token_counter, select
 
 __all__ = ["USE_DEFAULT", "RerankRequest", "Reranker"]
 
@@ -49,15 +50,18 @@ USE_DEFAULT = _UseDefault.TOKEN
 class RerankRequest(NamedTuple):
     """One query with its documents: an item of :meth:`Reranker.score_batch` / :meth:`Reranker.rank_batch`.
 
-    A plain ``(query, documents)`` tuple works the same.
+    A plain ``(query, documents)`` or ``(query, documents, first_stage_scores)`` tuple works the same.
+    ``first_stage_scores`` (stage 1's score of each document, higher is better) is read by
+    ``fusion`` only; without it, the input order is taken as stage 1's ranking.
     """
 
     query: str
     documents: Sequence[str]
+    first_stage_scores: Sequence[float] | None = None
 
 
 #: What the batch methods take: ``RerankRequest`` objects or ``(query, documents)`` tuples.
-Request = RerankRequest | tuple[str, Iterable[str]]
+Request = RerankRequest | tuple[str, Iterable[str]] | tuple[str, Iterable[str], Sequence[float] | None]
 #: A validated request: the query and a new list of the caller's ``str`` objects.
 _Checked = tuple[str, list[str]]
 
@@ -110,6 +114,13 @@ class Reranker:
             model). A longer document is scored on its first ``max_windows`` windows and the rest is
             not read, with a warning: one huge chunk can't stall a request or a server.
         top_n, normalize, min_score: Defaults of :meth:`rank` (3, False, None).
+        dedupe, max_tokens, fusion: Defaults of :meth:`rank` for what reaches the LLM (all off):
+            skip near-duplicates of a better chunk (similarity threshold 0-1), keep the best chunks
+            while they fit a token budget, fuse the reranker's order with stage 1's (``"rrf"`` or
+            ``"weighted"``). See :mod:`crossrank.selection`.
+        dedupe_similarity, budget_tokenizer, fusion_k, fusion_weight: How those work: ``"jaccard"``
+            (word sets) or ``"ratio"`` (characters); the tokenizer that counts ``max_tokens`` (your
+            LLM's hub id or folder; default: the reranker's); rrf's k (60); weighted's reranker share (0.5).
         token (str | bool, optional): Hub token for private or gated models (not part of the config).
         model_kwargs (dict, optional): Passed to the torch model loader (not part of the config).
 
@@ -155,6 +166,13 @@ class Reranker:
         top_n: int | None = 3,
         normalize: bool = False,
         min_score: float | None = None,
+        dedupe: float | None = None,
+        max_tokens: int | None = None,
+        fusion: Literal["rrf", "weighted"] | None = None,
+        dedupe_similarity: Literal["jaccard", "ratio"] = "jaccard",
+        budget_tokenizer: str | None = None,
+        fusion_k: int = 60,
+        fusion_weight: float = 0.5,
         token: str | bool | None = None,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -214,6 +232,13 @@ class Reranker:
             with_token_type_ids=engine.uses_token_type_ids,
         )
         self._warned_truncation = False
+        self._budget_counter: Callable[[str], int] | None = None
+        if config.budget_tokenizer is not None:  # loaded now: a bad name fails here, not mid-request
+            self._budget_counter = load_token_counter(
+                config.budget_tokenizer,
+                local_files_only=config.local_files_only,
+                cache_folder=config.cache_folder,
+            )
 
     @classmethod
     def from_config(
@@ -286,6 +311,9 @@ class Reranker:
     top_n = _option("top_n")
     normalize = _option("normalize")
     min_score = _option("min_score")
+    dedupe = _option("dedupe")
+    max_tokens = _option("max_tokens")
+    fusion = _option("fusion")
     batch_size = _option("batch_size")
     max_length = _option("max_length")
     long_documents = _option("long_documents")
@@ -382,6 +410,10 @@ class Reranker:
         *,
         normalize: bool | _UseDefault = USE_DEFAULT,
         min_score: float | _UseDefault | None = USE_DEFAULT,
+        dedupe: float | _UseDefault | None = USE_DEFAULT,
+        max_tokens: int | _UseDefault | None = USE_DEFAULT,
+        fusion: Literal["rrf", "weighted"] | _UseDefault | None = USE_DEFAULT,
+        first_stage_scores: Sequence[float] | None = None,
     ) -> Ranking:
         """Rank ``documents`` by relevance to ``query``, best first.
 
@@ -393,18 +425,37 @@ class Reranker:
             min_score: Drop documents scoring below this, on the scale ``normalize`` selects (a
                 logit like ``0.0``, or a probability like ``0.5``). The number dropped is in
                 ``Ranking.num_below_min_score`` and logged at INFO. Defaults to the Reranker's (None).
+            dedupe: Skip a document whose similarity (``dedupe_similarity``) to a better one
+                already kept is at least this, 0-1; counted in ``Ranking.num_duplicates``. None: off.
+            max_tokens: Return the best documents while their tokens (counted by
+                ``budget_tokenizer``, default the model's) add up to at most this; the best one is
+                returned even if it alone is longer. ``top_n`` still caps the count. None: off.
+            fusion: Order by the reranker's ranking fused with stage 1's: ``"rrf"`` (reciprocal
+                rank, ``fusion_k``) or ``"weighted"`` (``fusion_weight``). Stage 1 is
+                ``first_stage_scores``, or else the input order. None: the reranker's order.
+            first_stage_scores: Stage 1's score of each document (higher is better), for fusion.
 
         Returns:
-            A :class:`Ranking` (a ``list`` of :class:`RankedDocument`), sorted by score with ties
-            in input order.
+            A :class:`Ranking` (a ``list`` of :class:`RankedDocument`), sorted by score (with
+            fusion: by ``fused_score``) with ties in input order; blank documents come last.
 
         Raises:
             EmptyQueryError: ``query`` has no tokens.
             DocumentTypeError: ``query`` or a document is not a ``str``.
-            InvalidArgumentError: ``top_n < 1``, ``min_score`` is NaN, ``normalize`` is not a bool.
+            InvalidArgumentError: An option is invalid (``top_n < 1``, NaN ``min_score``,
+                ``dedupe`` outside 0-1, ``first_stage_scores`` of the wrong length...).
+
+        Example:
+            >>> reranker = Reranker("cross-encoder/ms-marco-MiniLM-L6-v2", device="cpu")
+            >>> docs = ["Fleas live a year.", "fleas live a year", "Paris is in France."]
+            >>> ranking = reranker.rank("how long do fleas live", docs, top_n=2, dedupe=0.8)
+            >>> ranking[1].text, ranking.num_duplicates
+            ('Paris is in France.', 1)
         """
-        options = self._rank_options(top_n, normalize, min_score)
-        return self._rankings([self._check_request(query, documents)], *options)[0]
+        options, use_sigmoid = self._rank_options(top_n, normalize, min_score, dedupe, max_tokens, fusion)
+        request = self._check_request(query, documents)
+        first_stage = check_first_stage(first_stage_scores, len(request[1]))
+        return self._rankings([request], [first_stage], options, use_sigmoid)[0]
 
     async def ascore(
         self, query: str, documents: Iterable[str], *, normalize: bool | _UseDefault = USE_DEFAULT
@@ -426,11 +477,16 @@ class Reranker:
         *,
         normalize: bool | _UseDefault = USE_DEFAULT,
         min_score: float | _UseDefault | None = USE_DEFAULT,
+        dedupe: float | _UseDefault | None = USE_DEFAULT,
+        max_tokens: int | _UseDefault | None = USE_DEFAULT,
+        fusion: Literal["rrf", "weighted"] | _UseDefault | None = USE_DEFAULT,
+        first_stage_scores: Sequence[float] | None = None,
     ) -> Ranking:
         """Async :meth:`rank`: runs in a worker thread, so the event loop keeps serving."""
-        options = self._rank_options(top_n, normalize, min_score)
+        options, use_sigmoid = self._rank_options(top_n, normalize, min_score, dedupe, max_tokens, fusion)
         request = self._check_request(query, documents)
-        return (await asyncio.to_thread(self._rankings, [request], *options))[0]
+        first_stage = check_first_stage(first_stage_scores, len(request[1]))
+        return (await asyncio.to_thread(self._rankings, [request], [first_stage], options, use_sigmoid))[0]
 
     # ------------------------------------------------------------------ many requests
 
@@ -479,6 +535,9 @@ class Reranker:
         *,
         normalize: bool | _UseDefault = USE_DEFAULT,
         min_score: float | _UseDefault | None = USE_DEFAULT,
+        dedupe: float | _UseDefault | None = USE_DEFAULT,
+        max_tokens: int | _UseDefault | None = USE_DEFAULT,
+        fusion: Literal["rrf", "weighted"] | _UseDefault | None = USE_DEFAULT,
     ) -> list[Ranking]:
         """Rank many requests together (see :meth:`score_batch`); one :class:`Ranking` per request.
 
@@ -488,8 +547,9 @@ class Reranker:
             >>> rankings[0][0].index
             1
         """
-        options = self._rank_options(top_n, normalize, min_score)
-        return self._rankings(self._check_requests(requests), *options)
+        options, use_sigmoid = self._rank_options(top_n, normalize, min_score, dedupe, max_tokens, fusion)
+        checked, first_stages = self._check_ranked_requests(requests)
+        return self._rankings(checked, first_stages, options, use_sigmoid)
 
     async def ascore_batch(
         self,
@@ -510,11 +570,14 @@ class Reranker:
         *,
         normalize: bool | _UseDefault = USE_DEFAULT,
         min_score: float | _UseDefault | None = USE_DEFAULT,
+        dedupe: float | _UseDefault | None = USE_DEFAULT,
+        max_tokens: int | _UseDefault | None = USE_DEFAULT,
+        fusion: Literal["rrf", "weighted"] | _UseDefault | None = USE_DEFAULT,
     ) -> list[Ranking]:
         """Async :meth:`rank_batch`."""
-        options = self._rank_options(top_n, normalize, min_score)
-        checked = self._check_requests(requests)
-        return await asyncio.to_thread(self._rankings, checked, *options)
+        options, use_sigmoid = self._rank_options(top_n, normalize, min_score, dedupe, max_tokens, fusion)
+        checked, first_stages = self._check_ranked_requests(requests)
+        return await asyncio.to_thread(self._rankings, checked, first_stages, options, use_sigmoid)
 
     def score_pairs(
         self,
@@ -614,19 +677,25 @@ class Reranker:
         return query, texts
 
     def _check_requests(self, requests: object) -> list[_Checked]:
+        return self._check_ranked_requests(requests)[0]
+
+    def _check_ranked_requests(self, requests: object) -> tuple[list[_Checked], list[list[float] | None]]:
         if isinstance(requests, (str, bytes, Set, Mapping)) or not isinstance(requests, Iterable):
             raise DocumentTypeError(
                 f"requests must be a list of (query, documents) pairs, got {type(requests).__name__}"
             )
-        checked = []
+        checked, first_stages = [], []
         for i, request in enumerate(requests):
-            if not isinstance(request, tuple) or len(request) != 2:
+            if not isinstance(request, tuple) or len(request) not in (2, 3):
                 raise DocumentTypeError(
                     f"requests[{i}] must be a (query, documents) pair or a RerankRequest, "
                     f"got {type(request).__name__}"
                 )
-            checked.append(self._check_request(*request, where=f"requests[{i}]: "))
-        return checked
+            checked.append(self._check_request(*request[:2], where=f"requests[{i}]: "))
+            first_stage = request[2] if len(request) == 3 else None
+            where = f"requests[{i}]: first_stage_scores"
+            first_stages.append(check_first_stage(first_stage, len(checked[-1][1]), where=where))
+        return checked, first_stages
 
     def _normalize_option(self, normalize: object) -> bool:
         if normalize is USE_DEFAULT:
@@ -636,13 +705,43 @@ class Reranker:
         return bool(normalize)
 
     def _rank_options(
-        self, top_n: object, normalize: object, min_score: object
-    ) -> tuple[int | None, bool, float | None]:
-        return (
-            self.top_n if top_n is USE_DEFAULT else _check_top_n(top_n),
-            self._normalize_option(normalize),
-            self.min_score if min_score is USE_DEFAULT else _check_min_score(min_score),
+        self,
+        top_n: object,
+        normalize: object,
+        min_score: object,
+        dedupe: object,
+        max_tokens: object,
+        fusion: object,
+    ) -> tuple[SelectOptions, bool]:
+        """The selection of one call: the given options checked, the others the Reranker's."""
+        config = self._config
+        options = SelectOptions(
+            top_n=config.top_n if top_n is USE_DEFAULT else _check_top_n(top_n),
+            min_score=config.min_score if min_score is USE_DEFAULT else _check_min_score(min_score),
+            dedupe=config.dedupe if dedupe is USE_DEFAULT else check_option("dedupe", dedupe),
+            max_tokens=config.max_tokens
+            if max_tokens is USE_DEFAULT
+            else check_option("max_tokens", max_tokens),
+            fusion=config.fusion if fusion is USE_DEFAULT else check_option("fusion", fusion),
+            dedupe_similarity=config.dedupe_similarity,
+            fusion_k=config.fusion_k,
+            fusion_weight=config.fusion_weight,
         )
+        return options, self._normalize_option(normalize)
+
+    def budget_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as ``max_tokens`` counts them: by ``budget_tokenizer``, else the model's.
+
+        Example:
+            >>> reranker = Reranker("cross-encoder/ms-marco-MiniLM-L6-v2", device="cpu")
+            >>> reranker.budget_tokens("how long does a flea live")
+            6
+        """
+        if self._budget_counter is not None:
+            if not isinstance(text, str):
+                raise DocumentTypeError(f"text must be a str, got {type(text).__name__}")
+            return self._budget_counter(text)
+        return self.count_tokens(text)
 
     # ------------------------------------------------------------------ the one scoring path
     # Below here inputs are checked: a list of (query, list of str).
@@ -658,22 +757,23 @@ class Reranker:
         return scores
 
     def _rankings(
-        self, requests: list[_Checked], top_n: int | None, use_sigmoid: bool, min_score: float | None
+        self,
+        requests: list[_Checked],
+        first_stages: list[list[float] | None],
+        options: SelectOptions,
+        use_sigmoid: bool,
     ) -> list[Ranking]:
         rankings = []
-        for (_, texts), scores in zip(requests, self._scores(requests, use_sigmoid), strict=True):
-            order = rank_order(texts, scores)  # by score, ties in input order, blank chunks last
-            kept = order if min_score is None else [i for i in order if scores[i] >= min_score]
-            below = len(order) - len(kept)
-            if below:
-                logger.info("min_score=%s dropped %d of %d documents", min_score, below, len(order))
-            rankings.append(
-                Ranking(
-                    [RankedDocument(index=i, score=scores[i], text=texts[i]) for i in kept[:top_n]],
-                    num_candidates=len(texts),
-                    num_below_min_score=below,
-                )
-            )
+        all_scores = self._scores(requests, use_sigmoid)
+        for (_, texts), first_stage, scores in zip(requests, first_stages, all_scores, strict=True):
+            ranking = select(texts, scores, options, first_stage=first_stage, count_tokens=self.budget_tokens)
+            if ranking.num_below_min_score:
+                below = ranking.num_below_min_score
+                logger.info("min_score=%s dropped %d of %d documents", options.min_score, below, len(texts))
+            if ranking.num_duplicates:
+                duplicates = ranking.num_duplicates
+                logger.info("dedupe=%s skipped %d near-duplicate documents", options.dedupe, duplicates)
+            rankings.append(ranking)
         return rankings
 
     def _logits(self, requests: list[_Checked], stats: ScoringStats | None = None) -> list[np.ndarray]:

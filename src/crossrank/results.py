@@ -34,42 +34,60 @@ class RankedDocument:
         score: Cross-encoder score, a Python ``float``: the raw logit, or its sigmoid (0-1) when
             ``normalize=True``.
         text: The document text, the same ``str`` object the caller passed.
+        fused_score: With ``fusion``, the score the ranking is ordered by (the reranker's order
+            fused with stage 1's); None without fusion.
     """
 
     index: int
     score: float
     text: str
+    fused_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form: ``{"index": int, "score": float, "text": str}``."""
-        return {"index": self.index, "score": self.score, "text": self.text}
+        """Plain JSON: ``{"index": int, "score": float, "text": str}``, and ``fused_score`` with fusion."""
+        plain = {"index": self.index, "score": self.score, "text": self.text}
+        return plain if self.fused_score is None else {**plain, "fused_score": self.fused_score}
 
 
 class Ranking(list[RankedDocument]):
     """A ``list`` of :class:`RankedDocument`, best first, that also says what was left out.
 
     It is a real ``list`` (slicing, ``len``, JSON via ``to_dict``); the extra attributes make
-    ``top_n`` and ``min_score`` cuts visible instead of silent.
+    ``top_n``, ``min_score``, ``dedupe`` and ``max_tokens`` cuts visible instead of silent.
 
     Attributes:
         num_candidates: How many documents were scored.
         num_below_min_score: How many were dropped because their score was below ``min_score``.
+        num_duplicates: How many were skipped by ``dedupe`` as near-duplicates of a kept document.
+        num_tokens: With ``max_tokens``, the tokens of the documents returned; otherwise None.
     """
 
     num_candidates: int
     num_below_min_score: int
+    num_duplicates: int
+    num_tokens: int | None
 
     def __init__(
-        self, items: Iterable[RankedDocument] = (), *, num_candidates: int = 0, num_below_min_score: int = 0
+        self,
+        items: Iterable[RankedDocument] = (),
+        *,
+        num_candidates: int = 0,
+        num_below_min_score: int = 0,
+        num_duplicates: int = 0,
+        num_tokens: int | None = None,
     ) -> None:
         super().__init__(items)
         self.num_candidates = num_candidates
         self.num_below_min_score = num_below_min_score
+        self.num_duplicates = num_duplicates
+        self.num_tokens = num_tokens
 
     def __repr__(self) -> str:
+        extra = f", num_duplicates={self.num_duplicates}" if self.num_duplicates else ""
+        extra += f", num_tokens={self.num_tokens}" if self.num_tokens is not None else ""
         return (
             f"Ranking({list.__repr__(self)}, num_candidates={self.num_candidates}, "
-            f"num_below_min_score={self.num_below_min_score})"
+            f"num_below_min_score={self.num_below_min_score}{extra})"
         )
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from crossrank import DEFAULT_MODEL, Ranking, Reranker, RerankerConfig
-from crossrank.adapters import check_items, check_rank_options, settle
+from crossrank.adapters import RANK_OPTIONS, check_items, check_rank_options, settle
 
 __all__ = ["CrossrankRerank"]
 
@@ -80,6 +80,19 @@ class CrossrankRerank(BaseDocumentCompressor):
     """Leave out documents scoring below this, on the scale ``normalize`` selects (a logit such
     as ``0.0``, or a probability such as ``0.5``). ``None`` keeps every document up to ``top_n``.
     crossrank logs how many were left out (INFO, logger ``crossrank.reranker``)."""
+
+    dedupe: float | None = None
+    """Skip a document whose text is this similar (0-1, e.g. ``0.8``) to a better one already
+    kept, so near-duplicates don't take the LLM's slots; ``None`` keeps them."""
+
+    max_tokens: int | None = None
+    """A context budget: return the best documents while their tokens add up to at most this
+    (the best one always); ``top_n`` still caps the count (set it to ``None`` for budget only)."""
+
+    fusion: Literal["rrf", "weighted"] | None = None
+    """Fuse the cross-encoder's order with the retriever's (the order ``documents`` come in):
+    ``"rrf"`` or ``"weighted"``; each document then carries ``metadata["fused_score"]``, the score
+    the result is ordered by. Helps where the model is weak or out of its domain."""
 
     reranker: Reranker | None = Field(default=None, exclude=True)
     """A ready ``crossrank.Reranker`` to use instead of loading ``model``, so one loaded model can
@@ -153,7 +166,7 @@ class CrossrankRerank(BaseDocumentCompressor):
         return _ranked_copies(docs, ranking)
 
     def _rank_options(self) -> dict[str, Any]:
-        return {"top_n": self.top_n, "normalize": self.normalize, "min_score": self.min_score}
+        return {name: getattr(self, name) for name in RANK_OPTIONS}
 
 
 def _as_documents(documents: object) -> list[Document]:
@@ -173,5 +186,7 @@ def _ranked_copies(docs: list[Document], ranking: Ranking) -> list[Document]:
     for hit in ranking:
         doc = docs[hit.index].model_copy(deep=True)
         doc.metadata["relevance_score"] = hit.score
+        if hit.fused_score is not None:
+            doc.metadata["fused_score"] = hit.fused_score
         ranked.append(doc)
     return ranked

@@ -72,6 +72,9 @@ def test_serialises_and_rebuilds_from_model(reranker: Reranker) -> None:
         "top_n": 4,
         "normalize": True,
         "min_score": None,
+        "dedupe": None,
+        "max_tokens": None,
+        "fusion": None,
         "keep_retrieval_score": False,
     }
     rebuilt = CrossrankRerank.from_dict(data)  # loads `model` itself

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator, model_validator
 from llama_index.core.callbacks import CBEventType, EventPayload
@@ -15,7 +15,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from crossrank import DEFAULT_MODEL, Ranking, Reranker, RerankerConfig
-from crossrank.adapters import check_items, check_rank_options, settle
+from crossrank.adapters import RANK_OPTIONS, check_items, check_rank_options, settle
 
 __all__ = ["CrossrankRerank"]
 
@@ -40,6 +40,13 @@ class CrossrankRerank(BaseNodePostprocessor):
         normalize (bool): Scores in 0-1 (``sigmoid(logit)``) instead of raw logits. Defaults to False.
         min_score (float, optional): Drop nodes scoring below this, on the scale ``normalize``
             selects; not NaN. Defaults to None.
+        dedupe (float, optional): Skip a node whose text is this similar (0-1, e.g. 0.8) to a better
+            node already kept. Defaults to None (off).
+        max_tokens (int, optional): A context budget: the best nodes while their tokens add up to
+            at most this (the best one always); ``top_n`` still caps the count. Defaults to None.
+        fusion (str, optional): Fuse the cross-encoder's order with the retriever's: ``"rrf"`` or
+            ``"weighted"``, reading each ``NodeWithScore.score`` (the input order when a node has
+            none). The nodes come back in the fused order, each ``score`` still the cross-encoder's.
         keep_retrieval_score (bool): Put each node's stage-1 score in ``metadata["retrieval_score"]``
             of a copy of the node. Defaults to False.
         reranker (crossrank.Reranker, optional): A loaded Reranker to use (and share) instead of
@@ -73,6 +80,11 @@ class CrossrankRerank(BaseNodePostprocessor):
     top_n: int | None = Field(default=3, description="Number of nodes to return; None returns all.")
     normalize: bool = Field(default=False, description="Scores in 0-1 (sigmoid) instead of raw logits.")
     min_score: float | None = Field(default=None, description="Drop nodes scoring below this.")
+    dedupe: float | None = Field(default=None, description="Skip nodes this similar (0-1) to a better one.")
+    max_tokens: int | None = Field(default=None, description="Keep the best nodes within this token budget.")
+    fusion: Literal["rrf", "weighted"] | None = Field(
+        default=None, description="Fuse the reranker's order with the retriever's: rrf or weighted."
+    )
     keep_retrieval_score: bool = Field(
         default=False, description="Keep the retrieval score in metadata['retrieval_score'] (of a copy)."
     )
@@ -115,9 +127,7 @@ class CrossrankRerank(BaseNodePostprocessor):
         if not nodes:
             return []
         with self._rerank_events(nodes, query_bundle) as new_nodes:
-            ranking = self._reranker.rank(
-                query, texts, self.top_n, normalize=self.normalize, min_score=self.min_score
-            )
+            ranking = self._reranker.rank(query, texts, **self._rank_options(nodes))
             new_nodes += self._to_nodes(nodes, ranking)
         return new_nodes
 
@@ -129,13 +139,19 @@ class CrossrankRerank(BaseNodePostprocessor):
         if not nodes:
             return []
         with self._rerank_events(nodes, query_bundle) as new_nodes:
-            ranking = await self._reranker.arank(
-                query, texts, self.top_n, normalize=self.normalize, min_score=self.min_score
-            )
+            ranking = await self._reranker.arank(query, texts, **self._rank_options(nodes))
             new_nodes += self._to_nodes(nodes, ranking)
         return new_nodes
 
     # ------------------------------------------------------------------ helpers
+
+    def _rank_options(self, nodes: list[NodeWithScore]) -> dict[str, Any]:
+        """This postprocessor's options, and the retriever's scores for fusion when every node has one."""
+        stage1 = [node.score for node in nodes]
+        known = self.fusion is not None and all(score is not None for score in stage1)
+        return {name: getattr(self, name) for name in RANK_OPTIONS} | {
+            "first_stage_scores": stage1 if known else None
+        }
 
     @staticmethod
     def _prepare(
