@@ -253,6 +253,9 @@ def every_parameter(tiny_model_dir: Path) -> dict[str, Any]:
         "embedding_separator": " | ",
         "normalize": False,
         "score_threshold": -1.5,
+        "dedupe": 0.9,
+        "max_tokens": 500,
+        "fusion": "rrf",
         "config": None,
     }
 

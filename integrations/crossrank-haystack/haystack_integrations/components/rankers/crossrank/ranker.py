@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import math
 import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils import ComponentDevice, Secret
@@ -29,12 +30,19 @@ from crossrank.adapters import (
     check_top_n,
     resolve_reranker,
 )
-from crossrank.config import describe_validation_error
+from crossrank.config import check_option, describe_validation_error
 
 __all__ = ["CrossrankRanker"]
 
 #: crossrank's ranking options and the names this component (and Haystack) gives them.
-_HAYSTACK_NAMES = {"top_n": "top_k", "normalize": "normalize", "min_score": "score_threshold"}
+_HAYSTACK_NAMES = {
+    "top_n": "top_k",
+    "normalize": "normalize",
+    "min_score": "score_threshold",
+    "dedupe": "dedupe",
+    "max_tokens": "max_tokens",
+    "fusion": "fusion",
+}
 #: One model load at a time across components: ``warm_up`` stays idempotent under threads and coroutines.
 _LOAD_LOCK = threading.Lock()
 
@@ -85,6 +93,9 @@ class CrossrankRanker:
         embedding_separator: str = "\n",
         normalize: bool = True,
         score_threshold: float | None = None,
+        dedupe: float | None = None,
+        max_tokens: int | None = None,
+        fusion: Literal["rrf", "weighted"] | None = None,
         config: dict[str, Any] | RerankerConfig | None = None,
         reranker: Reranker | None = None,
     ) -> None:
@@ -121,12 +132,22 @@ class CrossrankRanker:
         :param score_threshold:
             Leave out Documents scoring below this, on the scale `normalize` selects. `None` keeps all
             up to `top_k`.
+        :param dedupe:
+            Skip a Document whose text is this similar (0-1, e.g. `0.8`) to a better one already kept,
+            so near-duplicates don't take the LLM's slots. `None` (the default) keeps them.
+        :param max_tokens:
+            A context budget: the best Documents while their tokens add up to at most this (the best
+            one always); `top_k` still caps the count. `None`: no budget.
+        :param fusion:
+            Fuse the cross-encoder's order with the retriever's: `"rrf"` or `"weighted"`, reading each
+            incoming `Document.score` (the input order when one is missing). The Documents come back in
+            the fused order, each `score` still the cross-encoder's. `None`: the cross-encoder's order.
         :param config:
             crossrank's model and engine options (`crossrank.RerankerConfig` fields: `model`, `backend`,
             `quantize`, `batch_size`, `max_length`, `long_documents`...), as a dict or a `RerankerConfig`;
             `CROSSRANK_*` environment variables fill the options it leaves out. The ranking options are
-            this component's (`top_k`, `normalize`, `score_threshold`), so `config` may not set
-            `top_n`, `normalize` or `min_score`.
+            this component's (`top_k`, `normalize`, `score_threshold`, `dedupe`, `max_tokens`,
+            `fusion`), so `config` may not set those or `top_n` and `min_score`.
         :param reranker:
             A loaded `crossrank.Reranker` to use (and share with other components) instead of loading a
             model. `to_dict` writes it as its settings (`config`): a pipeline loaded from that loads
@@ -148,6 +169,11 @@ class CrossrankRanker:
         self.embedding_separator = _check_str("embedding_separator", embedding_separator)
         self.normalize = _check_rank_option("normalize", check_normalize, normalize)
         self.score_threshold = _check_rank_option("min_score", check_min_score, score_threshold)
+        self.dedupe = _check_rank_option("dedupe", functools.partial(check_option, "dedupe"), dedupe)
+        self.max_tokens = _check_rank_option(
+            "max_tokens", functools.partial(check_option, "max_tokens"), max_tokens
+        )
+        self.fusion = _check_rank_option("fusion", functools.partial(check_option, "fusion"), fusion)
         self.reranker = reranker
         self._device = _device_name(device)
         self._reranker: Reranker | None = None
@@ -221,6 +247,9 @@ class CrossrankRanker:
             embedding_separator=self.embedding_separator,
             normalize=self.normalize,
             score_threshold=self.score_threshold,
+            dedupe=self.dedupe,
+            max_tokens=self.max_tokens,
+            fusion=self.fusion,
             config=config,
         )
 
@@ -319,8 +348,15 @@ class CrossrankRanker:
                 if score_threshold is None
                 else _check_rank_option("min_score", check_min_score, score_threshold)
             ),
+            "dedupe": self.dedupe,
+            "max_tokens": self.max_tokens,
+            "fusion": self.fusion,
         }
-        return _unique_by_id(docs), options
+        docs = _unique_by_id(docs)
+        stage1 = [doc.score for doc in docs]
+        if self.fusion is not None and all(score is not None for score in stage1):
+            options["first_stage_scores"] = stage1
+        return docs, options
 
     def _query(self, query: object, reranker: Reranker) -> object:
         if not (self.query_prefix or self.query_suffix):
@@ -420,7 +456,8 @@ def _check_config(config: object) -> dict[str, Any] | None:
         asked = ", ".join(f"`{name}`" for name in ranking)
         instead = ", ".join(f"`{_HAYSTACK_NAMES[name]}=`" for name in ranking)
         raise InvalidArgumentError(
-            f"config sets {asked}: CrossrankRanker ranks with its own top_k, normalize and score_threshold; "
+            f"config sets {asked}: CrossrankRanker ranks with its own top_k, normalize, score_threshold, "
+            "dedupe, max_tokens and fusion; "
             f"pass {instead} to CrossrankRanker instead (config holds the model and engine options)"
         )
     try:
