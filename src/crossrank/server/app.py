@@ -41,7 +41,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import crossrank
 from crossrank.errors import CrossrankError, EmptyQueryError, ScoringError
 from crossrank.reranker import Reranker
-from crossrank.results import ScoringStats, rank_order
+from crossrank.results import RankedDocument, Ranking, ScoringStats
+from crossrank.selection import SelectOptions, select
 from crossrank.server.batcher import ClientGone, PairBatcher
 from crossrank.server.config import ServerConfig
 from crossrank.server.schemas import (
@@ -324,14 +325,14 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> FastAP
             left=False,
             max_tokens_per_doc=body.max_tokens_per_doc,
         )
-        order = rank_order(texts, scores)[: body.top_n]
+        ranking = _select(reranker, body, texts, scores)
         results = [
             {
-                "index": i,
-                "relevance_score": scores[i],
-                **({"document": {"text": texts[i]}} if body.return_documents else {}),
+                "index": hit.index,
+                "relevance_score": _shown_score(hit),
+                **({"document": {"text": hit.text}} if body.return_documents else {}),
             }
-            for i in order
+            for hit in ranking
         ]
         tokens = scored.tokens
         payload = {
@@ -359,11 +360,9 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> FastAP
             left=body.truncation_direction.lower() == "left",
             max_tokens_per_doc=None,
         )
-        order = rank_order(body.texts, scores)[: body.top_n]
-        ranks = [
-            {"index": i, "score": scores[i], **({"text": body.texts[i]} if body.return_text else {})}
-            for i in order
-        ]
+        ranking = _select(reranker, body, body.texts, scores)
+        shown = (lambda hit: {"text": hit.text}) if body.return_text else (lambda hit: {})
+        ranks = [{"index": hit.index, "score": _shown_score(hit), **shown(hit)} for hit in ranking]
         return AsciiJSONResponse(ranks, headers=_timing_headers(scored, used))
 
     rerank_responses = {
@@ -547,6 +546,30 @@ async def _rerank(
     state.metrics.request_seconds.observe(time.perf_counter() - started)
     scores = scored.logits if raw else [_sigmoid(logit) for logit in scored.logits]
     return scores, scored, time.perf_counter() - started
+
+
+def _select(reranker: Reranker, body: Any, texts: list[str], scores: list[float]) -> Ranking:
+    """The request's ranking: its ``top_n``; its ``dedupe``, ``max_tokens``, ``fusion``, or the server's.
+
+    Stage 1 for fusion is the order the documents came in (what a retriever sends).
+    """
+    config = reranker.to_config()
+    given = body.model_fields_set
+    options = SelectOptions(
+        top_n=body.top_n,
+        dedupe=body.dedupe if "dedupe" in given else config.dedupe,
+        max_tokens=body.max_tokens if "max_tokens" in given else config.max_tokens,
+        fusion=body.fusion if "fusion" in given else config.fusion,
+        dedupe_similarity=config.dedupe_similarity,
+        fusion_k=config.fusion_k,
+        fusion_weight=config.fusion_weight,
+    )
+    return select(texts, scores, options, count_tokens=reranker.budget_tokens)
+
+
+def _shown_score(hit: RankedDocument) -> float:
+    """With fusion, the fused score: clients re-sort by the score they get, and the order is the fused one."""
+    return hit.score if hit.fused_score is None else hit.fused_score
 
 
 def _sigmoid(logit: float) -> float:

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from crossrank.config import RerankerConfig, env_name
+
 __all__ = [
     "CohereError",
     "CohereRequest",
@@ -23,8 +25,26 @@ __all__ = [
 ]
 
 
+def _from_config(name: str) -> Any:
+    """A request field with the type and bounds of :class:`~crossrank.RerankerConfig`'s field ``name``."""
+    field = RerankerConfig.model_fields[name]
+    described = Field(description=f"crossrank: {field.description} Default: the server's ({env_name(name)}).")
+    return Annotated[(field.annotation, *field.metadata, described)]
+
+
+Dedupe = _from_config("dedupe")
+MaxTokens = _from_config("max_tokens")
+FusionMethod = _from_config("fusion")
+
+
 class _Request(BaseModel):
+    """Unknown keys are ignored; ``dedupe``, ``max_tokens`` and ``fusion`` are crossrank's own."""
+
     model_config = ConfigDict(extra="ignore")
+
+    dedupe: Dedupe = None
+    max_tokens: MaxTokens = None
+    fusion: FusionMethod = None
 
 
 class CohereRequest(_Request):
