@@ -211,9 +211,9 @@ def test_every_subcommand_derives_the_same_options_from_the_config() -> None:
 
     group = typer.main.get_command(app)
     expected = {
-        "rank": ("model", "engine", "ranking"),
-        "demo": ("model", "engine", "ranking"),
-        "eval": ("model", "engine"),
+        "rank": ("model", "engine", "ranking", "selection"),
+        "demo": ("model", "engine", "ranking", "selection"),
+        "eval": ("model", "engine", "selection"),
     }
     seen: dict[str, dict] = {}
     for command_name, groups in expected.items():

@@ -52,7 +52,7 @@ err_console = Console(stderr=True)
 DEFAULT_QUERY = "How does a cross-encoder compute a relevance score for a query and a passage?"
 #: Short flags of the options every subcommand shares.
 _SHORT_FLAGS = {"model": "-m", "top_n": "-n"}
-_PANELS = {"model": "Model", "engine": "Engine", "ranking": "Ranking"}
+_PANELS = {"model": "Model", "engine": "Engine", "ranking": "Ranking", "selection": "Selection"}
 
 
 # --------------------------------------------------------------------------- options from the config
@@ -84,7 +84,8 @@ def _config_parameter(
     decls = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag]
     if settings is RerankerConfig and name in _SHORT_FLAGS:
         decls.append(_SHORT_FLAGS[name])
-    minimum = next((m.gt + 1 for m in constraints if isinstance(m, annotated_types.Gt)), None)
+    # An int above n is at least n + 1; a float above n is left to the config (click has no open bound).
+    minimum = next((m.gt + 1 for m in constraints if isinstance(m, annotated_types.Gt) and kind is int), None)
     minimum = next((m.ge for m in constraints if isinstance(m, annotated_types.Ge)), minimum)
     maximum = next((m.le for m in constraints if isinstance(m, annotated_types.Le)), None)
     description = field.description or ""
@@ -133,16 +134,17 @@ _CONFIG_FILE_PARAMETERS = [
 
 
 def reranker_options(
-    *groups: str, server: bool = False
+    *groups: str, server: bool = False, exclude: tuple[str, ...] = ()
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Give a command the config fields of ``groups`` as options; it receives ``config: RerankerConfig``
     (and, with ``server=True``, the :class:`~crossrank.server.ServerConfig` fields and ``server_config``).
+    Fields named in ``exclude`` are left off the command line (their config sources still apply).
 
     Options not given on the command line are left to the configs' own sources: ``CROSSRANK_*``
     variables, then ``--config FILE``, then the defaults. A bad value is reported like any other
     error (exit code 1, no traceback).
     """
-    names = [name for group in groups for name in OPTION_GROUPS[group]]
+    names = [name for group in groups for name in OPTION_GROUPS[group] if name not in exclude]
     server_settings = _server_settings() if server else None
     server_names = list(server_settings.model_fields) if server_settings else []
 
@@ -156,6 +158,7 @@ def reranker_options(
             _config_parameter(RerankerConfig, name, _PANELS[group], env_name(name))
             for group in groups
             for name in OPTION_GROUPS[group]
+            if name not in exclude
         ]
         if server_settings is not None:
             from crossrank.server.config import SERVER_ENV_PREFIX
@@ -340,7 +343,7 @@ def _load_demo_reranker(config: RerankerConfig, fallback: str | None) -> tuple[A
 
 
 @app.command()
-@reranker_options("model", "engine", "ranking")
+@reranker_options("model", "engine", "ranking", "selection")
 def demo(
     config: RerankerConfig,
     query: Annotated[str, typer.Option("--query", "-q", help="The question to answer.")] = DEFAULT_QUERY,
@@ -453,7 +456,7 @@ def demo(
 
 
 @app.command()
-@reranker_options("model", "engine", "ranking")
+@reranker_options("model", "engine", "ranking", "selection")
 def rank(
     config: RerankerConfig,
     file: Annotated[
@@ -490,6 +493,8 @@ def rank(
         "model": reranker.model_name,
         "num_candidates": ranking.num_candidates,
         "num_below_min_score": ranking.num_below_min_score,
+        "num_duplicates": ranking.num_duplicates,
+        "num_tokens": ranking.num_tokens,
         "results": results,
     }
     _emit(payload, json_output=json_output, output=output)
@@ -520,6 +525,13 @@ def rank(
             f"[yellow]{ranking.num_below_min_score} document(s) scored below "
             f"--min-score {config.min_score}[/]"
         )
+    if ranking.num_duplicates:
+        console.print(
+            f"[yellow]{ranking.num_duplicates} near-duplicate document(s) skipped "
+            f"(--dedupe {config.dedupe})[/]"
+        )
+    if ranking.num_tokens is not None:
+        console.print(f"[dim]{ranking.num_tokens} tokens of a --max-tokens {config.max_tokens} budget[/]")
 
 
 # --------------------------------------------------------------------------- eval
@@ -548,7 +560,7 @@ def _reference_scorer(config: RerankerConfig, device: str, max_length: int, batc
 
 
 @app.command("eval")
-@reranker_options("model", "engine")
+@reranker_options("model", "engine", "selection")
 def eval_command(
     config: RerankerConfig,
     dataset: Annotated[
@@ -568,6 +580,13 @@ def eval_command(
         Path | None, typer.Option(envvar="CROSSRANK_DATA_DIR", help="Where named datasets live.")
     ] = None,
     max_queries: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N queries only.")] = None,
+    selection: Annotated[
+        bool,
+        typer.Option(
+            help="Also report what reaches the LLM with fusion (rrf, weighted) and dedupe on the "
+            "reranker's scores: nDCG, dup@3 and distinct rel@3 next to the plain reranker."
+        ),
+    ] = True,
     json_output: JsonFlag = False,
     output: OutputPath = None,
     verbose: Verbose = False,
@@ -605,13 +624,36 @@ def eval_command(
                 done = iter(range(1, len(data.candidates) + 1))
                 return lambda: bar.update(task, completed=next(done))
 
-            report = evaluate(data, scorers, depths=depths, progress=progress)
+            report = evaluate(
+                data,
+                scorers,
+                depths=depths,
+                progress=progress,
+                selections=_selections(config) if selection else None,
+            )
 
     settings = reranker.to_config().model_dump(exclude=set(OPTION_GROUPS["ranking"]))
     report.settings = settings
     _emit(report.to_dict(), json_output=json_output, output=output)
     if not json_output:
         _print_report(report)
+
+
+def _selections(config: RerankerConfig) -> dict[str, Any]:
+    """The variants ``crossrank eval`` reports: two fusions and dedupe, as the config sets them up."""
+    from crossrank.evaluation.evaluate import NEAR_DUPLICATE
+    from crossrank.selection import SelectOptions
+
+    threshold = config.dedupe or NEAR_DUPLICATE
+    return {
+        f"+ fusion rrf k={config.fusion_k}": SelectOptions(fusion="rrf", fusion_k=config.fusion_k),
+        f"+ fusion weighted w={config.fusion_weight}": SelectOptions(
+            fusion="weighted", fusion_weight=config.fusion_weight
+        ),
+        f"+ dedupe {config.dedupe_similarity}>={threshold}": SelectOptions(
+            dedupe=threshold, dedupe_similarity=config.dedupe_similarity
+        ),
+    }
 
 
 def _print_report(report: Any) -> None:
@@ -628,27 +670,45 @@ def _print_report(report: Any) -> None:
         names = list(next(iter(systems.values())))
         for name in names:
             table.add_column(name, justify="right")
-        table.add_column("pairs/s", justify="right")
+        table.add_column("cost", justify="right")
         baseline = systems["stage 1"]
         for system, values in systems.items():
             cells = []
             for name in names:
                 delta = values[name] - baseline[name]
                 cells.append(f"{values[name]:.4f}" + ("" if system == "stage 1" else f" ({delta:+.4f})"))
-            speed = report.timings.get(system, {}).get("pairs_per_second")
             table.add_row(
                 system if system != "stage 1" else f"stage 1 ({report.stage1})",
                 *cells,
-                "" if speed is None else f"{speed:.0f}",
+                _cost(report.timings.get(system, {})),
             )
         console.print(table)
+    if any("ms_per_query" in timing for timing in report.timings.values()):
+        from crossrank.evaluation.evaluate import NEAR_DUPLICATE
+
+        console.print(
+            f"[dim]dup@3: share of queries whose top 3 holds two chunks with word-set Jaccard >= "
+            f"{NEAR_DUPLICATE}; distinct rel@3: relevant chunks per query in the top 3 that repeat none "
+            "above. '+' rows post-process the first reranker's scores; their cost is per query, and its "
+            "share of reranking that query's shallowest depth.[/]"
+        )
+
+
+def _cost(timing: dict[str, float]) -> str:
+    if "pairs_per_second" in timing:
+        return f"{timing['pairs_per_second']:.0f} pairs/s"
+    if "ms_per_query" in timing:
+        return f"{timing['ms_per_query']:.2f} ms/q ({timing['share_of_rerank']:.1%})"
+    return ""
 
 
 # --------------------------------------------------------------------------- serve
 
 
 @app.command()
-@reranker_options("model", "engine", server=True)
+@reranker_options(
+    "model", "engine", "ranking", "selection", server=True, exclude=("top_n", "normalize", "min_score")
+)
 def serve(config: RerankerConfig, server_config: Any, verbose: Verbose = False) -> None:
     """Serve the Cohere (v1, v2), Jina and TEI rerank APIs over HTTP, with pair-level dynamic batching.
 

@@ -28,7 +28,7 @@ import numbers
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -55,23 +55,31 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(_WORD.findall(text.lower()))
 
 
-def _jaccard(a: str, b: str) -> float:
-    first, second = _words(a), _words(b)
+def _jaccard(first: frozenset[str], second: frozenset[str]) -> float:
     union = len(first | second)
     return len(first & second) / union if union else 1.0
 
 
-def _ratio(a: str, b: str) -> float:
-    from rapidfuzz import fuzz, utils
+def _processed(text: str) -> str:
+    from rapidfuzz import utils
 
-    return fuzz.ratio(a, b, processor=utils.default_process) / 100.0
+    return utils.default_process(text)
 
 
-#: Near-duplicate measures ``dedupe`` can use, each a similarity in 0-1 of two texts:
-#: ``jaccard``, the overlap of their sets of lower-cased words (catches reordered and re-wrapped
-#: copies, and chunks that mostly overlap); ``ratio``, rapidfuzz's normalised Indel similarity of
-#: their characters (catches copies with small edits, such as typos or changed numbers).
-SIMILARITIES: dict[str, Callable[[str, str], float]] = {"jaccard": _jaccard, "ratio": _ratio}
+def _ratio(first: str, second: str) -> float:
+    from rapidfuzz import fuzz
+
+    return fuzz.ratio(first, second) / 100.0
+
+
+#: Near-duplicate measures ``dedupe`` can use, each as (prepare one text, compare two prepared) for a
+#: similarity in 0-1: ``jaccard``, the overlap of their sets of lower-cased words (catches reordered
+#: and re-wrapped copies, and chunks that mostly overlap); ``ratio``, rapidfuzz's normalised Indel
+#: similarity of their characters (catches copies with small edits, such as typos or changed numbers).
+SIMILARITIES: dict[str, tuple[Callable[[str], Any], Callable[[Any, Any], float]]] = {
+    "jaccard": (_words, _jaccard),
+    "ratio": (_processed, _ratio),
+}
 
 
 def similarity(name: str) -> Callable[[str, str], float]:
@@ -83,6 +91,11 @@ def similarity(name: str) -> Callable[[str, str], float]:
         >>> round(similarity("ratio")("fleas live 100 days", "fleas live 101 days"), 3)
         0.947
     """
+    prepare, compare = _measure(name)
+    return lambda first, second: compare(prepare(first), prepare(second))
+
+
+def _measure(name: str) -> tuple[Callable[[str], Any], Callable[[Any, Any], float]]:
     try:
         return SIMILARITIES[name]
     except KeyError:
@@ -237,14 +250,24 @@ def select(
         below, order = len(order) - len(passed), passed
     else:
         below = 0
-    similar = similarity(options.dedupe_similarity) if options.dedupe is not None else None
+    prepare, compare = _measure(options.dedupe_similarity)
+    prepared: dict[int, Any] = {}  # each text prepared once, when dedupe first reads it
+
+    def duplicate(i: int) -> bool:
+        if options.dedupe is None:
+            return False
+        for j in (i, *kept):
+            if j not in prepared:
+                prepared[j] = prepare(texts[j])
+        return any(compare(prepared[i], prepared[j]) >= options.dedupe for j in kept)
+
     kept: list[int] = []
     duplicates = 0
     tokens = 0
     for i in order:
         if options.top_n is not None and len(kept) >= options.top_n:
             break
-        if similar is not None and any(similar(texts[i], texts[j]) >= options.dedupe for j in kept):
+        if duplicate(i):
             duplicates += 1
             continue
         if options.max_tokens is not None:
@@ -293,12 +316,21 @@ def load_token_counter(
     if Path(tokenizer).expanduser().is_dir():
         location, offline = str(Path(tokenizer).expanduser()), True
     else:
-        source = resolve_model_source(tokenizer, local_files_only=local_files_only, cache_folder=cache_folder)
+        try:
+            source = resolve_model_source(
+                tokenizer, local_files_only=local_files_only, cache_folder=cache_folder
+            )
+        except ModelLoadError as err:
+            raise ModelLoadError(
+                f"budget_tokenizer: {err}", model=tokenizer, hub_reachable=err.hub_reachable
+            ) from None
         location, offline = source.location, source.local_files_only
     try:
         loaded = AutoTokenizer.from_pretrained(location, local_files_only=offline, cache_dir=cache_folder)
     except (OSError, ValueError) as err:
-        raise ModelLoadError(f"budget_tokenizer {tokenizer!r} could not be loaded: {err}") from None
+        raise ModelLoadError(
+            f"budget_tokenizer {tokenizer!r} could not be loaded: {err}", model=tokenizer
+        ) from None
 
     def count(text: str) -> int:
         return len(loaded(text, add_special_tokens=False)["input_ids"])

@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from crossrank.errors import BackendUnavailableError
-from crossrank.evaluation.datasets import EvalDataset
+from crossrank.errors import BackendUnavailableError, InvalidArgumentError
+from crossrank.evaluation.datasets import Candidate, EvalDataset
+from crossrank.selection import SelectOptions, select, similarity
 
 __all__ = ["BatchScorer", "EvalReport", "Scorer", "evaluate", "measures"]
 
@@ -22,6 +23,10 @@ class BatchScorer(Protocol):
 
     def score_batch(self, requests: list[tuple[str, list[str]]]) -> list[list[float]]: ...
 
+
+#: Two chunks whose sets of lower-cased words overlap this much (Jaccard) count as near-duplicates
+#: in the novelty measures ``dup@3`` and ``distinct rel@3``.
+NEAR_DUPLICATE = 0.8
 
 #: Pairs handed to one ``score_batch`` call: enough to fill forward passes across queries,
 #: few enough that the progress bar moves.
@@ -57,7 +62,12 @@ class EvalReport:
         stage1: Stage-1 system name.
         num_queries: Queries evaluated.
         metrics: ``{depth: {system: {metric: value}}}``; "stage 1" is always one of the systems.
-        timings: ``{system: {"seconds", "pairs", "pairs_per_second"}}`` for the rerankers.
+            Besides the ir-measures metrics, the novelty of the top 3: ``dup@3``, the share of
+            queries whose top 3 holds a near-duplicate pair (:data:`NEAR_DUPLICATE`), and
+            ``distinct rel@3``, relevant chunks per query in the top 3 that don't repeat one above.
+        timings: ``{system: {"seconds", "pairs", "pairs_per_second"}}`` for the rerankers;
+            ``{system: {"seconds", "ms_per_query", "share_of_rerank"}}`` for selection variants
+            (their own cost, next to the reranking they post-process).
         settings: Free-form description of what was run (model, backend, max_length...).
     """
 
@@ -113,6 +123,7 @@ def evaluate(
     *,
     depths: Iterable[int] = (100, 20),
     progress: Callable[[str], Callable[[], None]] | None = None,
+    selections: Mapping[str, SelectOptions] | None = None,
 ) -> EvalReport:
     """Rerank each query's stage-1 top ``depth`` with every scorer and compute the metrics.
 
@@ -127,6 +138,10 @@ def evaluate(
             per-query function ``(query, texts) -> scores``, e.g. ``{"crossrank": reranker}``.
         depths: Stage-1 depths to rerank, e.g. ``(100, 20)``.
         progress: Called with a system name; returns a callback ticked once per query.
+        selections: Variants of the first scorer's ranking to report next to it, by display name,
+            e.g. ``{"+ dedupe 0.8": SelectOptions(dedupe=0.8), "+ rrf": SelectOptions(fusion="rrf")}``:
+            the same scores through :func:`crossrank.selection.select`, with stage 1's scores as the
+            fusion's other side. Chunks a variant drops (dedupe) are ranked after those it keeps.
 
     Returns:
         An :class:`EvalReport`; stage 1 alone is always reported as the system ``"stage 1"``.
@@ -152,6 +167,9 @@ def evaluate(
             "pairs_per_second": pairs / seconds if seconds else 0.0,
         }
 
+    if selections and not scorers:
+        raise InvalidArgumentError("selections need a scorer whose ranking they post-process")
+    base = next(iter(scorers), None)
     metrics: dict[int, dict[str, dict[str, float]]] = {}
     for depth in depths:
         runs = {
@@ -165,5 +183,51 @@ def evaluate(
                 qid: {c.docid: s for c, s in zip(candidates[:depth], scores[qid][:depth], strict=True)}
                 for qid, candidates in dataset.candidates.items()
             }
-        metrics[depth] = {name: score_run(run) for name, run in runs.items()}
+        for name, options in (selections or {}).items():
+            started = time.perf_counter()
+            runs[name] = {
+                qid: _selected_run(candidates[:depth], all_scores[base][qid][:depth], options)  # type: ignore[index]
+                for qid, candidates in dataset.candidates.items()
+            }
+            seconds = time.perf_counter() - started
+            if depth == depths[-1]:  # the cost at the depth RAG reranks (the shallowest asked)
+                rerank_s = timings[base]["seconds"] * depth / depths[0]  # type: ignore[index]
+                timings[name] = {
+                    "seconds": seconds,
+                    "ms_per_query": 1000 * seconds / max(len(dataset.candidates), 1),
+                    "share_of_rerank": seconds / rerank_s if rerank_s else 0.0,
+                }
+        metrics[depth] = {name: score_run(run) | _novelty(dataset, run) for name, run in runs.items()}
     return EvalReport(dataset.name, dataset.stage1, len(dataset.candidates), metrics, timings)
+
+
+def _selected_run(
+    candidates: list[Candidate], scores: list[float], options: SelectOptions
+) -> dict[str, float]:
+    """A query's run for a selection variant: what it keeps, in its order, then what it dropped."""
+    texts = [c.text for c in candidates]
+    kept = [hit.index for hit in select(texts, scores, options, first_stage=[c.score for c in candidates])]
+    chosen = set(kept)
+    rest = sorted((i for i in range(len(texts)) if i not in chosen), key=lambda i: -scores[i])
+    order = kept + rest
+    return {candidates[i].docid: float(len(order) - position) for position, i in enumerate(order)}
+
+
+def _novelty(dataset: EvalDataset, run: dict[str, dict[str, float]]) -> dict[str, float]:
+    """``dup@3`` and ``distinct rel@3`` of a run (see :class:`EvalReport`)."""
+    near = similarity("jaccard")
+    relevant = {(q, d) for q, d, grade in dataset.qrels if grade >= dataset.relevance_level}
+    with_duplicates, distinct = 0, 0
+    for qid, scored in run.items():
+        texts = {c.docid: c.text for c in dataset.candidates[qid]}
+        top = sorted(scored, key=lambda docid: -scored[docid])[:3]
+        repeats = [
+            any(near(texts[top[j]], texts[top[i]]) >= NEAR_DUPLICATE for j in range(i))
+            for i in range(len(top))
+        ]
+        with_duplicates += any(repeats)
+        distinct += sum(
+            (qid, docid) in relevant and not repeat for docid, repeat in zip(top, repeats, strict=True)
+        )
+    queries = max(len(run), 1)
+    return {"dup@3": with_duplicates / queries, "distinct rel@3": distinct / queries}
