@@ -149,7 +149,11 @@ def test_cli_eval_json_is_json_only(own_trec_folder: Path, tiny_model_dir: Path,
     result = CliRunner().invoke(app, [*args, "--json"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)  # stdout holds the JSON and nothing else
-    assert set(payload["metrics"]["3"]) == {"stage 1", "crossrank"}
+    selections = {"+ fusion rrf k=60", "+ fusion weighted w=0.5", "+ dedupe jaccard>=0.8"}
+    assert set(payload["metrics"]["3"]) == {"stage 1", "crossrank", *selections}
+    assert {"dup@3", "distinct rel@3", "nDCG@3"} <= set(payload["metrics"]["3"]["+ fusion rrf k=60"])
+    plain = CliRunner().invoke(app, [*args, "--json", "--no-selection"], env={"COLUMNS": "200"})
+    assert set(json.loads(plain.stdout)["metrics"]["3"]) == {"stage 1", "crossrank"}
     assert payload["settings"]["max_length"] == 128 and payload["timings"]["crossrank"]["pairs"] == 6
     assert payload["settings"]["threads"] == 1
     # --output writes the same report to a file and keeps the tables on the screen.
