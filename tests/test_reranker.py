@@ -272,6 +272,27 @@ def test_windows_leave_short_documents_bit_for_bit(tiny_model_dir, tiny_reranker
     assert windowed_scores[-1] >= truncated_scores[-1]
 
 
+def test_window_length_windows_long_documents_only(tiny_model_dir, tiny_reranker: Reranker) -> None:
+    doc = " ".join(["flea", "tea", "paris", "coffee"] * 150)  # 600 tokens
+    encoder = tiny_reranker.encoder
+    pairs = encoder.encode(QUERY, [doc, *DOCS], windows=True, stride=10, window_length=48)
+    windows = [pairs.first[0], *pairs.extra]
+    assert all(len(window.ids) <= 48 for window in windows)
+    doc_tokens = []
+    for i, window in enumerate(windows):  # the whole document, consecutive windows sharing 10 tokens
+        body = window.tokens[8:-1]
+        doc_tokens += body if i == 0 else body[10:]
+    assert doc_tokens == doc.split()
+    plain = encoder.encode(QUERY, DOCS, windows=True)  # documents that fit: encoded whole, as without it
+    assert [p.ids for p in pairs.first[1:]] == [p.ids for p in plain.first]
+    short = Reranker(tiny_model_dir, device="cpu", long_documents="windows", window_length=48)
+    assert short.score(QUERY, DOCS) == tiny_reranker.score(QUERY, DOCS)  # exact equality
+    with pytest.raises(InvalidArgumentError, match="window_length applies to long_documents='windows' only"):
+        Reranker(tiny_model_dir, device="cpu", window_length=64)
+    with pytest.raises(InvalidArgumentError, match="window_length=256 exceeds max_length=128"):
+        Reranker(tiny_model_dir, device="cpu", long_documents="windows", window_length=256)
+
+
 def test_truncation_warns_once(tiny_model_dir, caplog: pytest.LogCaptureFixture) -> None:
     reranker = Reranker(tiny_model_dir, device="cpu")
     with caplog.at_level(logging.WARNING, logger="crossrank"):

@@ -64,6 +64,7 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
         "long_documents",
         "stride",
         "max_windows",
+        "window_length",
     ),
     "ranking": ("top_n", "normalize", "min_score", "dedupe", "max_tokens", "fusion"),
     "selection": ("dedupe_similarity", "budget_tokenizer", "fusion_k", "fusion_weight"),
@@ -147,6 +148,11 @@ class RerankerConfig(BaseSettings):
         32,
         description="windows: most windows per document; a longer one is scored on its first ones (logged).",
     )
+    window_length: int | None = Field(
+        None,
+        ge=32,
+        description="windows: tokens per window of a document longer than max_length; default: max_length.",
+    )
 
     # ---------------------------------------------------------------- ranking: defaults of rank()
     top_n: PositiveInt | None = Field(3, description="How many documents rank() returns; None: all.")
@@ -210,8 +216,9 @@ class RerankerConfig(BaseSettings):
             )
         if self.backend == "onnx" and self.trust_remote_code:
             raise ValueError("trust_remote_code applies to backend='torch' only")
-        if self.stride is not None and self.long_documents != "windows":
-            raise ValueError("stride applies to long_documents='windows' only")
+        for name in ("stride", "window_length"):
+            if getattr(self, name) is not None and self.long_documents != "windows":
+                raise ValueError(f"{name} applies to long_documents='windows' only")
         return self
 
     @classmethod

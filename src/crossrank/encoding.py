@@ -175,6 +175,7 @@ class PairEncoder:
         windows: bool = False,
         stride: int | None = None,
         max_windows: int | None = None,
+        window_length: int | None = None,
     ) -> EncodedPairs:
         """Encode each ``(query, document)`` pair to fit ``max_length``.
 
@@ -187,10 +188,14 @@ class PairEncoder:
                 document has next to the query.
             max_windows: Most windows per document (the first one included); a longer document
                 keeps its first ``max_windows`` and is counted in ``num_capped``. None: no cap.
+            window_length: windows: tokens per (query, window) pair of a document that doesn't
+                fit ``max_length``; None: ``max_length``. Shorter windows let a relevant passage
+                inside a long chunk stand out. Documents that fit are encoded whole either way.
 
         Returns:
-            :class:`EncodedPairs`: ``first`` holds one pair per document, identical in both modes
-            (so short documents score the same either way); ``extra`` the further windows.
+            :class:`EncodedPairs`: ``first`` holds one pair per document; for a document that fits,
+            identical in both modes (so short documents score the same either way); ``extra`` the
+            further windows.
         """
         budget = self.max_length - self._num_special
         query_enc = self._encode_texts([query], "the query")[0]
@@ -203,14 +208,18 @@ class PairEncoder:
             )
             query_enc.truncate(budget // 2)
         doc_budget = budget - len(query_enc)
+        # A long document's windows: their room next to the query (at least a few tokens).
+        window_budget = doc_budget
+        if windows and window_length is not None:
+            window_budget = max(min(window_length - self._num_special - len(query_enc), doc_budget), 8)
         if stride is None:
-            stride = doc_budget // 4
-        stride = min(stride, doc_budget - 1)  # each window must move forward
+            stride = window_budget // 4
+        stride = min(stride, window_budget - 1)  # each window must move forward
         pairs = EncodedPairs([], [], [], 0)
         for index, doc_enc in enumerate(self._encode_texts(documents, "documents")):
             if len(doc_enc) > doc_budget:
                 pairs.num_cut += 1
-                doc_enc.truncate(doc_budget, stride=stride if windows else 0)
+                doc_enc.truncate(window_budget if windows else doc_budget, stride=stride if windows else 0)
                 if windows:
                     overflowing = doc_enc.overflowing
                     if max_windows is not None and len(overflowing) > max_windows - 1:

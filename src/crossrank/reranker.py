@@ -110,6 +110,9 @@ class Reranker:
             ``"windows"`` scores overlapping windows of it and keeps the best (MaxP). Documents
             that fit score bit for bit the same either way.
         stride (int, optional): windows: tokens shared by consecutive windows.
+        window_length (int, optional): windows: tokens per window of a document that doesn't fit
+            ``max_length`` (query included); default ``max_length``. Shorter windows find a relevant
+            passage inside a long chunk better (``benchmarks/long_chunks.py``), at some cost.
         max_windows (int): windows: most windows per document (32: ~12,000 tokens for a 512-token
             model). A longer document is scored on its first ``max_windows`` windows and the rest is
             not read, with a warning: one huge chunk can't stall a request or a server.
@@ -163,6 +166,7 @@ class Reranker:
         long_documents: Literal["truncate", "windows"] = "truncate",
         stride: int | None = None,
         max_windows: int = 32,
+        window_length: int | None = None,
         top_n: int | None = 3,
         normalize: bool = False,
         min_score: float | None = None,
@@ -215,6 +219,10 @@ class Reranker:
             raise InvalidArgumentError(
                 f"max_length={config.max_length} exceeds what model {config.model!r} accepts "
                 f"({limit} tokens)."
+            )
+        if config.window_length is not None and config.window_length > (config.max_length or limit):
+            raise InvalidArgumentError(
+                f"window_length={config.window_length} exceeds max_length={config.max_length or limit}"
             )
         self._backend = engine
         # The config as resolved: what this Reranker really runs with (to log, or to rebuild it).
@@ -792,7 +800,12 @@ class Reranker:
             offset, extra_offset = len(firsts), len(extras)
             if distinct:
                 pairs = self._encoder.encode(
-                    query, list(distinct), windows=windows, stride=self.stride, max_windows=self.max_windows
+                    query,
+                    list(distinct),
+                    windows=windows,
+                    stride=self.stride,
+                    max_windows=self.max_windows,
+                    window_length=self._config.window_length,
                 )
                 num_capped += pairs.num_capped
                 firsts += pairs.first
