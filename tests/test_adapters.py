@@ -143,25 +143,50 @@ def test_check_rank_options_checks_only_the_rank_options_present() -> None:
     }
 
 
+OFF = {"dedupe": None, "max_tokens": None, "fusion": None}
+
+
 def test_rank_options_fills_what_was_not_given_from_the_reranker() -> None:
-    shared = SimpleNamespace(top_n=5, normalize=True, min_score=0.25)
-    values = {"top_n": 3, "normalize": False, "min_score": None}
-    assert rank_options(shared, values, given=set()) == {"top_n": 5, "normalize": True, "min_score": 0.25}
-    assert rank_options(shared, values, given={"top_n", "min_score"}) == {
+    shared = SimpleNamespace(
+        top_n=5, normalize=True, min_score=0.25, dedupe=0.8, max_tokens=None, fusion="rrf"
+    )
+    values = {"top_n": 3, "normalize": False, "min_score": None, **OFF}
+    assert rank_options(shared, values, given=set()) == {
+        "top_n": 5,
+        "normalize": True,
+        "min_score": 0.25,
+        "dedupe": 0.8,
+        "max_tokens": None,
+        "fusion": "rrf",
+    }
+    assert rank_options(shared, values, given={"top_n", "min_score", "dedupe"}) == {
         "top_n": 3,
         "normalize": True,
         "min_score": None,  # an explicit None wins over the reranker's 0.25
+        "dedupe": None,
+        "max_tokens": None,
+        "fusion": "rrf",
     }
     # numpy values given become Python values
     options = rank_options(
-        shared, {"top_n": np.int64(2), "min_score": np.float32(0.5)}, given={"top_n", "min_score"}
+        shared,
+        {"top_n": np.int64(2), "min_score": np.float32(0.5), "max_tokens": np.int32(300)},
+        given={"top_n", "min_score", "max_tokens"},
     )
-    assert options == {"top_n": 2, "normalize": True, "min_score": 0.5}
+    assert options == {
+        "top_n": 2,
+        "normalize": True,
+        "min_score": 0.5,
+        "dedupe": 0.8,
+        "max_tokens": 300,
+        "fusion": "rrf",
+    }
     assert type(options["top_n"]) is int and type(options["min_score"]) is float
+    assert type(options["max_tokens"]) is int
 
 
 def test_rank_options_checks_only_what_was_given() -> None:
-    shared = SimpleNamespace(top_n=5, normalize=True, min_score=None)
+    shared = SimpleNamespace(top_n=5, normalize=True, min_score=None, **OFF)
     # a bad value that was not given (the adapter's default slot) is not looked at
     assert rank_options(shared, {"top_n": 0}, given=set())["top_n"] == 5
     with pytest.raises(InvalidArgumentError, match="top_n must be a positive int or None, got 0"):
@@ -293,7 +318,7 @@ def test_real_reranker_from_each_source(tiny_model_dir: Path, tiny_reranker: Rer
         loader_options={"device": None},
     )
     assert (built.model_name, built.device, built.top_n) == (str(tiny_model_dir), "cpu", 2)
-    assert rank_options(built, {}, given=set()) == {"top_n": 2, "normalize": False, "min_score": None}
+    assert rank_options(built, {}, given=set()) == {"top_n": 2, "normalize": False, "min_score": None, **OFF}
     assert (
         resolve_reranker(model=None, reranker=tiny_reranker, config=None, given=set(), loader_options={})
         is tiny_reranker
