@@ -1,0 +1,139 @@
+"""Settings of crossrank on Ray (replicas, actors, resources, backpressure), declared once.
+
+The model is a :class:`crossrank.RerankerConfig` and the HTTP behaviour a
+:class:`crossrank.server.ServerConfig`; this only says how many copies run where. It imports no Ray.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+__all__ = ["RAY_ENV_PREFIX", "RayConfig"]
+
+#: Environment variables of these settings: ``CROSSRANK_RAY_REPLICAS`` and so on.
+RAY_ENV_PREFIX = "CROSSRANK_RAY_"
+
+
+class RayConfig(BaseSettings):
+    """How crossrank runs on a Ray cluster: copies of the model, their resources, backpressure.
+
+    Values come from keyword arguments / command-line options, then ``CROSSRANK_RAY_<FIELD>``,
+    then a YAML file's ``ray`` section (:meth:`from_yaml`), then these defaults.
+
+    Example:
+        >>> RayConfig(replicas=2, num_cpus=0.5).deployment_options()["num_replicas"]
+        2
+        >>> RayConfig(min_replicas=1, max_replicas=4).deployment_options()["autoscaling_config"]["max_replicas"]
+        4
+    """
+
+    model_config = SettingsConfigDict(env_prefix=RAY_ENV_PREFIX, extra="forbid", frozen=True)
+
+    address: str | None = Field(
+        None,
+        description="Ray cluster to join (ray://host:10001, host:6379 or auto); default: start a local Ray.",
+    )
+    local_cpus: PositiveInt | None = Field(
+        None, description="CPUs of the local Ray the command starts; default: the CPUs this process may use."
+    )
+    num_cpus: PositiveFloat = Field(
+        1.0, description="CPUs Ray reserves per replica or actor (fractions allowed, e.g. 0.5)."
+    )
+    num_gpus: NonNegativeFloat = Field(0.0, description="GPUs per replica or actor (1 = one GPU each).")
+    # ---------------------------------------------------------------- serving (Ray Serve)
+    replicas: PositiveInt = Field(1, description="Serve: replicas of the rerank app (fixed count).")
+    min_replicas: int | None = Field(
+        None, ge=0, description="Serve: autoscale from this many replicas (with max_replicas)."
+    )
+    max_replicas: PositiveInt | None = Field(None, description="Serve: autoscale up to this many replicas.")
+    target_ongoing_requests: PositiveFloat = Field(
+        8.0, description="Serve autoscaling: requests in flight per replica to aim for."
+    )
+    max_ongoing_requests: PositiveInt = Field(
+        64,
+        description=(
+            "Serve: requests one replica takes at once (its pair batcher merges them); more wait in the proxy."
+        ),
+    )
+    max_queued_requests: int = Field(
+        256, ge=-1, description="Serve: requests waiting for a replica before backpressure answers (-1: no cap)."
+    )
+    backpressure_status: Literal[429, 503] = Field(
+        429, description="Serve: HTTP status of a request refused by backpressure (429 or 503)."
+    )
+    retry_after_s: NonNegativeFloat | None = Field(
+        1.0, description="Serve: Retry-After header on backpressure refusals (seconds)."
+    )
+    # ---------------------------------------------------------------- batch (Ray Data)
+    actors: PositiveInt = Field(1, description="Batch: rerankers in the Ray Data actor pool.")
+    shard_pairs: PositiveInt = Field(
+        2000,
+        description="Batch: (query, candidate) pairs per shard, the unit of scoring, progress and resume.",
+    )
+
+    @model_validator(mode="after")
+    def _autoscaling_pair(self) -> RayConfig:
+        if (self.min_replicas is None) != (self.max_replicas is None):
+            raise ValueError("min_replicas and max_replicas autoscale together: give both or neither")
+        if self.max_replicas is not None and self.min_replicas is not None:
+            if self.min_replicas > self.max_replicas:
+                raise ValueError(f"min_replicas={self.min_replicas} exceeds max_replicas={self.max_replicas}")
+        return self
+
+    @property
+    def autoscaling(self) -> bool:
+        """Whether Serve autoscales (``min_replicas``/``max_replicas`` given) instead of a fixed count."""
+        return self.max_replicas is not None
+
+    def actor_options(self) -> dict[str, float]:
+        """Ray resources of one replica or actor: ``{"num_cpus": ..., "num_gpus": ...}``."""
+        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+
+    def deployment_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``serve.deployment`` for the rerank app's replicas."""
+        options: dict[str, Any] = {
+            "ray_actor_options": self.actor_options(),
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "backpressure_config": {
+                "status_code": self.backpressure_status,
+                "retry_after_s": self.retry_after_s,
+            },
+        }
+        if self.autoscaling:
+            options["autoscaling_config"] = {
+                "min_replicas": self.min_replicas,
+                "initial_replicas": max(self.min_replicas or 0, 1),
+                "max_replicas": self.max_replicas,
+                "target_ongoing_requests": self.target_ongoing_requests,
+            }
+        else:
+            options["num_replicas"] = self.replicas
+        return options
+
+    @classmethod
+    def from_yaml(
+        cls, path: str | os.PathLike[str], *, section: str | None = "ray", **overrides: Any
+    ) -> RayConfig:
+        """Settings from a YAML file's ``section`` (default ``ray``); env and ``overrides`` win.
+
+        A file without that section gives the defaults (and the environment).
+        """
+        import yaml
+
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"crossrank config file not found: {str(file)!r}")
+        document = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        has_section = section is None or (isinstance(document, dict) and section in document)
+        from_file = (
+            YamlConfigSettingsSource(cls, yaml_file=file, yaml_config_section=section)()
+            if has_section
+            else {}
+        )
+        return cls(**{**from_file, **EnvSettingsSource(cls)(), **overrides})
