@@ -1,4 +1,4 @@
-"""The ``crossrank`` command line: ``demo``, ``rank`` and ``eval``.
+"""The ``crossrank`` command line: ``demo``, ``rank``, ``eval``, ``serve`` and ``rerank-batch``.
 
 Every subcommand takes the Reranker's options as ``--options`` built from
 :class:`crossrank.RerankerConfig` (:func:`reranker_options`): the same names, types, choices and
@@ -134,10 +134,11 @@ _CONFIG_FILE_PARAMETERS = [
 
 
 def reranker_options(
-    *groups: str, server: bool = False, exclude: tuple[str, ...] = ()
+    *groups: str, server: bool = False, ray: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Give a command the config fields of ``groups`` as options; it receives ``config: RerankerConfig``
-    (and, with ``server=True``, the :class:`~crossrank.server.ServerConfig` fields and ``server_config``).
+    (and, with ``server=True``, the :class:`~crossrank.server.ServerConfig` fields and ``server_config``;
+    with ``ray``, those fields of :class:`~crossrank.ray.RayConfig` and ``ray_config``).
     Fields named in ``exclude`` are left off the command line (their config sources still apply).
 
     Options not given on the command line are left to the configs' own sources: ``CROSSRANK_*``
@@ -147,12 +148,13 @@ def reranker_options(
     names = [name for group in groups for name in OPTION_GROUPS[group] if name not in exclude]
     server_settings = _server_settings() if server else None
     server_names = list(server_settings.model_fields) if server_settings else []
+    from crossrank.ray.config import RAY_ENV_PREFIX, RayConfig  # imports no Ray
 
     def decorate(command: Callable[..., None]) -> Callable[..., None]:
         own = [
             p
             for p in inspect.signature(command, eval_str=True).parameters.values()
-            if p.name not in ("config", "server_config")
+            if p.name not in ("config", "server_config", "ray_config")
         ]
         added = _CONFIG_FILE_PARAMETERS + [
             _config_parameter(RerankerConfig, name, _PANELS[group], env_name(name))
@@ -169,6 +171,10 @@ def reranker_options(
                 )
                 for name in server_names
             ]
+        added += [
+            _config_parameter(RayConfig, name, "Ray", f"{RAY_ENV_PREFIX}{name.upper()}", f"ray_{name}")
+            for name in ray
+        ]
 
         @functools.wraps(command)
         def wrapper(**values: Any) -> None:
@@ -177,6 +183,7 @@ def reranker_options(
             server_given = {
                 name: value for name in server_names if (value := values.pop(f"server_{name}")) is not None
             }
+            ray_given = {name: value for name in ray if (value := values.pop(f"ray_{name}")) is not None}
             try:
                 if config_file is not None:
                     config = RerankerConfig.from_yaml(config_file, section=section, **given)
@@ -187,6 +194,12 @@ def reranker_options(
                         server_settings.from_yaml(config_file, **server_given)
                         if config_file is not None
                         else server_settings(**server_given)
+                    )
+                if ray:
+                    values["ray_config"] = (
+                        RayConfig.from_yaml(config_file, **ray_given)
+                        if config_file is not None
+                        else RayConfig(**ray_given)
                     )
             except ValidationError as err:
                 raise _fail(describe_validation_error(err)) from None
@@ -705,15 +718,50 @@ def _cost(timing: dict[str, float]) -> str:
 # --------------------------------------------------------------------------- serve
 
 
+#: The Ray settings each command takes as options (the rest come from YAML ``ray:`` or CROSSRANK_RAY_*).
+_SERVE_RAY_OPTIONS = (
+    "address",
+    "local_cpus",
+    "num_cpus",
+    "num_gpus",
+    "replicas",
+    "min_replicas",
+    "max_replicas",
+    "max_ongoing_requests",
+    "max_queued_requests",
+)
+_BATCH_RAY_OPTIONS = ("address", "local_cpus", "num_cpus", "num_gpus", "actors", "shard_pairs")
+
+
 @app.command()
 @reranker_options(
-    "model", "engine", "ranking", "selection", server=True, exclude=("top_n", "normalize", "min_score")
+    "model",
+    "engine",
+    "ranking",
+    "selection",
+    server=True,
+    ray=_SERVE_RAY_OPTIONS,
+    exclude=("top_n", "normalize", "min_score"),
 )
-def serve(config: RerankerConfig, server_config: Any, verbose: Verbose = False) -> None:
+def serve(
+    config: RerankerConfig,
+    server_config: Any,
+    ray_config: Any,
+    on_ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Serve on Ray Serve: --replicas copies of the same app (local Ray, or --address).",
+            rich_help_panel="Ray",
+        ),
+    ] = False,
+    verbose: Verbose = False,
+) -> None:
     """Serve the Cohere (v1, v2), Jina and TEI rerank APIs over HTTP, with pair-level dynamic batching.
 
     Point Open WebUI, Dify, RAGFlow, LiteLLM, Haystack's TEI ranker or any Cohere / TEI client at
-    http://HOST:PORT (or http://HOST:PORT/v1): see docs/serving.md.
+    http://HOST:PORT (or http://HOST:PORT/v1): see docs/serving.md. With --ray, the same app runs as
+    Ray Serve replicas behind Ray's proxy (docs/scaling.md).
     """
     _setup(verbose)
     try:
@@ -723,6 +771,9 @@ def serve(config: RerankerConfig, server_config: Any, verbose: Verbose = False) 
     except ImportError as err:
         message = f"crossrank serve needs the server extra: pip install 'crossrank[server]' ({err})"
         raise _fail(message) from None
+    if on_ray:
+        _serve_on_ray(config, server_config, ray_config, verbose)
+        return
     with _errors_reported():
         reranker = _reranker(config)
     from crossrank.server.app import batching_enabled
@@ -743,6 +794,144 @@ def serve(config: RerankerConfig, server_config: Any, verbose: Verbose = False) 
         timeout_graceful_shutdown=server_config.graceful_shutdown_s,
         limit_concurrency=None,
     )
+
+
+def _serve_on_ray(config: RerankerConfig, server_config: Any, ray_config: Any, verbose: bool) -> None:
+    """``serve --ray``: deploy the app on Ray Serve, then wait for Ctrl-C or SIGTERM and shut it down."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    with _errors_reported():
+        from crossrank.ray._runtime import ray_cluster, require_serve
+
+        serve_api = require_serve()
+        from crossrank.ray import serving
+
+        with ray_cluster(ray_config, logging_level=logging.INFO if verbose else logging.WARNING):
+            try:
+                with err_console.status("starting Ray Serve replicas"):
+                    url = serving.run(config, server_config, ray_config)
+                scale = (
+                    f"{ray_config.min_replicas}-{ray_config.max_replicas} replicas (autoscaling)"
+                    if ray_config.autoscaling
+                    else f"{ray_config.replicas} replica(s)"
+                )
+                err_console.print(
+                    f"[bold]crossrank serve --ray[/] {config.model} on {url}  [dim]({scale}, "
+                    f"{ray_config.num_cpus:g} CPU / {ray_config.num_gpus:g} GPU each, "
+                    f"auth {'on' if server_config.api_key else 'off'}; Ctrl-C stops)[/]",
+                    highlight=False,
+                )
+                signal.signal(signal.SIGTERM, lambda *_: stop.set())
+                try:
+                    while not stop.wait(1.0):
+                        pass
+                except KeyboardInterrupt:
+                    pass
+            finally:
+                serve_api.shutdown()
+
+
+# --------------------------------------------------------------------------- rerank-batch
+
+
+@app.command("rerank-batch")
+@reranker_options("model", "engine", ray=_BATCH_RAY_OPTIONS)
+def rerank_batch_command(
+    config: RerankerConfig,
+    ray_config: Any,
+    input_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT",
+            help="JSONL or Parquet: {qid, query, candidates: [{id, text}]} per record, or {qid, query, id, "
+            "text} (a query's rows contiguous).",
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Argument(
+            metavar="OUTPUT",
+            help=".jsonl or .parquet: {qid, id, rank, score} per ranked pair; a TREC run "
+            "is written next to it.",
+        ),
+    ],
+    top_n: Annotated[
+        int | None, typer.Option("--top-n", "-n", min=1, help="Keep each query's best N. Default: all.")
+    ] = None,
+    run: Annotated[
+        Path | None, typer.Option("--run", help="Where to write the TREC run. Default: OUTPUT with .run.")
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace OUTPUT, or a partial run of other inputs or settings."),
+    ] = False,
+    json_output: JsonFlag = False,
+    verbose: Verbose = False,
+) -> None:
+    """Rerank every candidate set of INPUT on Ray Data (an actor pool of rerankers); resumable.
+
+    An interrupted run resumes where it stopped when started again with the same arguments (the
+    finished shards are kept in OUTPUT.parts/). Bad records are reported in OUTPUT.bad.jsonl with
+    file, line and reason, and make the exit code 1; the others are ranked and written.
+    """
+    _setup(verbose)
+    with _errors_reported():
+        from crossrank.ray._runtime import ray_cluster, require_ray
+
+        require_ray()
+        from crossrank.ray.batch import rerank_batch
+
+        with (
+            _Progress() as bar,
+            ray_cluster(ray_config, logging_level=logging.INFO if verbose else logging.WARNING),
+        ):
+            task: list[int] = []
+
+            def progress(done: int, total: int, pairs: int) -> None:
+                if not task:
+                    task.append(bar.add_task(f"reranking {input_path.name} (shards)", total=total))
+                bar.update(task[0], completed=done)
+
+            report = rerank_batch(
+                input_path,
+                output,
+                reranker=config,
+                ray_config=ray_config,
+                top_n=top_n,
+                run=run,
+                overwrite=overwrite,
+                progress=progress,
+            )
+    payload = report.to_dict()
+    if json_output:
+        typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+    else:
+        table = Table(title=f"rerank-batch {input_path.name} -> {output.name}", title_justify="left")
+        table.add_column("")
+        table.add_column("", justify="right")
+        resumed = f" ({report.shards_resumed} resumed)" if report.shards_resumed else ""
+        for name, value in (
+            ("queries ranked", f"{report.queries:,}"),
+            ("pairs written", f"{report.pairs:,}"),
+            ("pairs scored by this run", f"{report.pairs_scored:,}"),
+            ("pairs/s (this run)", f"{report.pairs_per_second:,.0f}"),
+            ("shards", f"{report.shards}{resumed}"),
+            ("actors", str(report.actors)),
+            ("bad records", str(report.bad_records)),
+            ("output", report.output),
+            ("TREC run", report.run),
+        ):
+            table.add_row(name, value)
+        console.print(table)
+    if report.bad_records:
+        for item in report.bad_examples:
+            err_console.print(f"[red]bad record[/] {item['file']}:{item['line']}: {escape(item['reason'])}")
+        raise _fail(
+            f"{report.bad_records} bad record(s), listed in {report.bad_report}; every other record was "
+            "ranked and written"
+        )
 
 
 def main() -> None:

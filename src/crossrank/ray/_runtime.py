@@ -17,7 +17,7 @@ def require_ray() -> Any:
     """The ``ray`` module, or :class:`BackendUnavailableError` naming the extra to install."""
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError as err:
         raise BackendUnavailableError(
             f"crossrank on Ray needs Ray Data and Serve: pip install 'crossrank[ray]' ({err})"
@@ -25,8 +25,22 @@ def require_ray() -> Any:
     return ray
 
 
+def require_serve() -> Any:
+    """``ray.serve`` with the server's own dependencies, or :class:`BackendUnavailableError`."""
+    require_ray()
+    try:
+        import fastapi  # noqa: F401
+        from ray import serve
+    except ImportError as err:
+        raise BackendUnavailableError(
+            "crossrank serve --ray needs Ray Serve and the server extra: "
+            f"pip install 'crossrank[ray,server]' ({err})"
+        ) from err
+    return serve
+
+
 @contextlib.contextmanager
-def ray_cluster(config: RayConfig) -> Iterator[Any]:
+def ray_cluster(config: RayConfig, *, logging_level: int = logging.INFO) -> Iterator[Any]:
     """Use the Ray this process already joined, else join ``config.address``, else start a local Ray.
 
     What this starts or joins, it leaves on exit (a local Ray is shut down with it); a Ray the
@@ -37,7 +51,7 @@ def ray_cluster(config: RayConfig) -> Iterator[Any]:
         yield ray
         return
     if config.address:
-        ray.init(address=config.address, log_to_driver=False)
+        ray.init(address=config.address, log_to_driver=False, logging_level=logging_level)
     else:
         from crossrank.cpus import usable_cpus
 
@@ -47,6 +61,7 @@ def ray_cluster(config: RayConfig) -> Iterator[Any]:
             include_dashboard=False,
             _node_ip_address="127.0.0.1",  # a local Ray listens on loopback only
             log_to_driver=False,
+            logging_level=logging_level,
         )
     try:
         yield ray

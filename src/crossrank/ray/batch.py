@@ -21,6 +21,7 @@ Input records, one per JSONL line or Parquet row, in either shape:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -153,10 +154,8 @@ def _plan_jsonl(path: Path, shard_pairs: int) -> tuple[Format, list[Shard]]:
     with path.open("rb") as lines:
         for number, raw in enumerate(lines, start=1):
             if fmt is None and raw.strip():
-                try:
+                with contextlib.suppress(ValueError):
                     fmt = _record_format(json.loads(raw))
-                except ValueError:
-                    pass
             if pairs >= shard_pairs and raw.strip():
                 # The shard is full: it ends before this record, unless this record continues the
                 # previous one's query (pairs shape), whose rows stay together.
@@ -708,7 +707,9 @@ class _OutputWriter:
         import pyarrow as pa
 
         if self.buffer:
-            columns = dict(zip(("qid", "id", "rank", "score"), map(list, zip(*self.buffer)), strict=True))
+            columns = dict(
+                zip(("qid", "id", "rank", "score"), map(list, zip(*self.buffer, strict=True)), strict=True)
+            )
             self.parquet.write_table(pa.Table.from_pydict(columns, schema=self.schema))
             self.buffer = []
 

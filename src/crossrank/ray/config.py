@@ -28,7 +28,8 @@ class RayConfig(BaseSettings):
     Example:
         >>> RayConfig(replicas=2, num_cpus=0.5).deployment_options()["num_replicas"]
         2
-        >>> RayConfig(min_replicas=1, max_replicas=4).deployment_options()["autoscaling_config"]["max_replicas"]
+        >>> options = RayConfig(min_replicas=1, max_replicas=4).deployment_options()
+        >>> options["autoscaling_config"]["max_replicas"]
         4
     """
 
@@ -57,11 +58,14 @@ class RayConfig(BaseSettings):
     max_ongoing_requests: PositiveInt = Field(
         64,
         description=(
-            "Serve: requests one replica takes at once (its pair batcher merges them); more wait in the proxy."
+            "Serve: requests one replica takes at once (its pair batcher merges them); "
+            "more wait in the proxy."
         ),
     )
     max_queued_requests: int = Field(
-        256, ge=-1, description="Serve: requests waiting for a replica before backpressure answers (-1: no cap)."
+        256,
+        ge=-1,
+        description="Serve: requests waiting for a replica before backpressure answers (-1: no cap).",
     )
     backpressure_status: Literal[429, 503] = Field(
         429, description="Serve: HTTP status of a request refused by backpressure (429 or 503)."
