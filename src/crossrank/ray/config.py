@@ -84,9 +84,8 @@ class RayConfig(BaseSettings):
     def _autoscaling_pair(self) -> RayConfig:
         if (self.min_replicas is None) != (self.max_replicas is None):
             raise ValueError("min_replicas and max_replicas autoscale together: give both or neither")
-        if self.max_replicas is not None and self.min_replicas is not None:
-            if self.min_replicas > self.max_replicas:
-                raise ValueError(f"min_replicas={self.min_replicas} exceeds max_replicas={self.max_replicas}")
+        if self.max_replicas is not None and (self.min_replicas or 0) > self.max_replicas:
+            raise ValueError(f"min_replicas={self.min_replicas} exceeds max_replicas={self.max_replicas}")
         return self
 
     @property

@@ -57,11 +57,12 @@ def build_app(
     server_config: ServerConfig | None = None,
     ray_config: RayConfig | None = None,
 ) -> Any:
-    """The Serve application (``Deployment.bind(...)``): replicas, resources and backpressure from ``ray_config``.
+    """The Serve application (``Deployment.bind(...)``); replicas, resources, backpressure: ``ray_config``.
 
     Example:
         >>> from ray import serve  # doctest: +SKIP
-        >>> serve.run(build_app(RerankerConfig(model="cross-encoder/ms-marco-MiniLM-L6-v2")))  # doctest: +SKIP
+        >>> config = RerankerConfig(model="cross-encoder/ms-marco-MiniLM-L6-v2")
+        >>> serve.run(build_app(config))  # doctest: +SKIP
     """
     server_config = server_config or ServerConfig()
     ray_config = ray_config or RayConfig()
