@@ -198,3 +198,104 @@ def wait_until_ready(process, url: str, timeout_s: float = 120.0) -> None:
 def ready():
     """``ready(process, url)``: block until a started service answers, or fail with its output."""
     return wait_until_ready
+
+
+# --------------------------------------------------------------------------- Ray (crossrank[ray])
+
+#: CPUs of the local Ray the tests start (the CI machine has 2).
+RAY_TEST_CPUS = 2
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray on 127.0.0.1 for the whole session (2 CPUs, no dashboard), always shut down.
+
+    Token authentication is off: the cluster is the test process's own, on loopback.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_SERVE_HTTP_HOST", "127.0.0.1")
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=RAY_TEST_CPUS,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+    )
+    try:
+        yield ray
+    finally:
+        try:
+            from ray import serve
+
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_serve(ray_local):
+    """Ray Serve's HTTP proxy on 127.0.0.1 and a free port; ``ray_serve.deploy(...)`` runs an app.
+
+    ``deploy(name, reranker_config, server_config, ray_config)`` serves the crossrank app under
+    ``/name`` and returns its base URL (the app's routes under it, as at a server's root).
+    """
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+
+    class Deployer:
+        url = f"http://127.0.0.1:{port}"
+
+        @staticmethod
+        def deploy(name: str, reranker_config, server_config, ray_config) -> str:
+            from crossrank.ray.serving import build_app
+
+            app = build_app(reranker_config, server_config, ray_config)
+            serve.run(app, name=name, route_prefix=f"/{name}", blocking=False)  # waits until running
+            return f"{Deployer.url}/{name}"
+
+        @staticmethod
+        def delete(name: str) -> None:
+            serve.delete(name)
+
+    return Deployer
+
+
+@pytest.fixture(params=["uvicorn", "ray-serve"], scope="session")
+def app_runner(request):
+    """How a server test starts the crossrank app: uvicorn in-process, or Ray Serve replicas.
+
+    ``with app_runner.serve(name, reranker, server_config, ray_config=None) as url`` yields the base
+    URL. The Ray variant builds its replicas' Reranker from ``reranker.to_config()`` (the same model
+    and settings) and serves the same ``create_app``; it needs an engine loaded from a model, not a
+    wrapper, so tests of wrapped engines stay on uvicorn.
+    """
+    import contextlib
+
+    kind = request.param
+
+    class Runner:
+        name = kind
+
+        @staticmethod
+        @contextlib.contextmanager
+        def serve(name, reranker, server_config, ray_config=None):
+            if kind == "uvicorn":
+                from crossrank.server import create_app
+
+                with ServedApp(create_app(reranker, server_config)) as running:
+                    yield running.url
+                return
+            from crossrank.ray import RayConfig
+
+            deployer = request.getfixturevalue("ray_serve")
+            config = reranker.to_config()
+            try:
+                yield deployer.deploy(name, config, server_config, ray_config or RayConfig(num_cpus=0.5))
+            finally:
+                deployer.delete(name)
+
+    return Runner

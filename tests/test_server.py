@@ -1,6 +1,8 @@
 """`crossrank serve`: the Cohere, Jina and TEI rerank APIs over HTTP, tested on a real server.
 
-Every test talks HTTP to uvicorn on 127.0.0.1 (a free port, stopped after the module). The
+Every test talks HTTP to uvicorn on 127.0.0.1 (a free port, stopped after the module). The tests of
+the ``api`` and ``tiny_api`` servers run twice (``app_runner``): on uvicorn, and on Ray Serve
+replicas of the same app (``crossrank serve --ray``), which must answer the same. The
 ranking tests use the trained fixture model and compare with ``Reranker.rank`` on the same
 inputs, scrambled so that an index-mapping bug would show; the limit and fault tests use the tiny
 model, wrapped where a test needs a slow or failing engine.
@@ -20,6 +22,7 @@ import numpy as np
 import pytest
 
 from crossrank import Reranker
+from crossrank.ray import RayConfig
 from crossrank.server import ServerConfig, create_app
 
 QUERY = "how long does a flea live"
@@ -38,19 +41,19 @@ def _sigmoid(x: float) -> float:
 
 
 @pytest.fixture(scope="module")
-def api(fixture_reranker: Reranker, served):
-    """The server over the trained fixture model, with the default settings."""
-    with served(create_app(fixture_reranker, ServerConfig())) as server:
-        yield server.url
+def api(fixture_reranker: Reranker, app_runner):
+    """The server over the trained fixture model, with the default settings (uvicorn, or Ray Serve)."""
+    with app_runner.serve("fixture", fixture_reranker, ServerConfig()) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
-def tiny_api(tiny_model_dir, served):
-    """A server over the tiny model with small limits, to reach every limit quickly."""
+def tiny_api(tiny_model_dir, app_runner):
+    """A server over the tiny model with small limits, to reach every limit quickly (on Ray: 2 replicas)."""
     reranker = Reranker(tiny_model_dir, device="cpu")
     config = ServerConfig(max_client_batch_size=50, payload_limit=20_000, max_batch_tokens=256)
-    with served(create_app(reranker, config)) as server:
-        yield server.url, reranker
+    with app_runner.serve("tiny", reranker, config, RayConfig(replicas=2, num_cpus=0.5)) as url:
+        yield url, reranker
 
 
 # --------------------------------------------------------------------------- the shapes
