@@ -6,10 +6,12 @@ needs). The shards go through ``ray.data`` ``map_batches`` to an actor pool
 (``ActorPoolStrategy(size=actors)``) of :class:`ShardScorer`; each actor holds one
 :class:`crossrank.Reranker` built from a :class:`crossrank.RerankerConfig`, reads its shard, checks
 every record and scores the good ones with :meth:`crossrank.Reranker.score_batch` (the one scoring
-path). The driver writes each finished shard to ``OUTPUT.parts/`` (write, then rename), so an
-interrupted run resumes where it stopped: a shard whose part exists is never scored again. When all
-are done, the parts are merged, in input order, into OUTPUT (JSONL or Parquet, one row per ranked
-pair), a TREC run, and a report of bad records (file, line, reason); OUTPUT appears only complete.
+path; a candidate set of at least ``batch_size`` pairs is planned alone, so its scores are those of
+``Reranker.score``, smaller ones share forward passes). The driver writes each finished shard to
+``OUTPUT.parts/`` (write, then rename), so an interrupted run resumes where it stopped: a shard whose
+part exists is never scored again. When all are done, the parts are merged, in input order, into
+OUTPUT (JSONL or Parquet, one row per ranked pair), a TREC run, and a report of bad records (file,
+line, reason); OUTPUT appears only complete.
 
 Input records, one per JSONL line or Parquet row, in either shape:
 
@@ -401,10 +403,16 @@ def score_shard(
                     bad.append({"line": one.line, "reason": str(err)})
         chunk.clear()
 
+    # A set that fills forward passes on its own is planned alone: its batches, and so its scores, are
+    # bit for bit those of Reranker.score(query, texts). Smaller sets share calls so that passes stay
+    # full; mixing moves a logit by float rounding only (measured up to ~1e-5 on DL19).
     for candidate_set in sets:
-        if chunk and sum(len(s.texts) for s in chunk) + len(candidate_set.texts) > PAIRS_PER_CALL:
+        alone = len(candidate_set.texts) >= reranker.batch_size
+        if chunk and (alone or sum(len(s.texts) for s in chunk) + len(candidate_set.texts) > PAIRS_PER_CALL):
             flush()
         chunk.append(candidate_set)
+        if alone:
+            flush()
     if chunk:
         flush()
     groups = []
