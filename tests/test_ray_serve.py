@@ -11,6 +11,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -77,7 +79,7 @@ def test_serve_backpressure_answers_429_with_retry_after(ray_serve, tiny_model_d
         ray_serve.delete("pressure")
 
 
-def test_crossrank_serve_ray_command(tiny_model_dir: Path, tiny_reranker: Reranker, port: int, ready) -> None:
+def test_crossrank_serve_ray_command(tiny_model_dir: Path, tiny_reranker: Reranker, port: int) -> None:
     """The README's command: two replicas on a local Ray, the same answers, Ctrl-C stops it cleanly."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "RAY_AUTH_MODE": "disabled"}
     command = [
@@ -87,20 +89,27 @@ def test_crossrank_serve_ray_command(tiny_model_dir: Path, tiny_reranker: Rerank
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
     try:
-        ready(process, f"http://127.0.0.1:{port}/health", timeout_s=180)
+        deadline = time.monotonic() + 180
+        while "Ctrl-C stops" not in " ".join("".join(lines).split()):  # the banner: deployed, waiting
+            assert process.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.2)
         texts = ["fleas live a year", "tea", "", "fleas jump"]
         body = {"query": "flea", "texts": texts, "raw_scores": True}
         ranks = httpx.post(f"http://127.0.0.1:{port}/rerank", json=body, timeout=60).json()
         expected = tiny_reranker.score("flea", texts)
-        assert {rank["index"]: rank["score"] for rank in ranks} == pytest.approx(
-            dict(enumerate(expected)), abs=1e-5
-        )
+        got = {rank["index"]: rank["score"] for rank in ranks}
+        assert got == pytest.approx(dict(enumerate(expected)), abs=1e-5)
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=90)
+        process.wait(timeout=90)
+        reader.join(timeout=10)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
+    output = " ".join("".join(lines).split())
     assert process.returncode == 0, output[-3000:]
-    assert "2 replica(s)" in " ".join(output.split())
+    assert "2 replica(s)" in output

@@ -823,11 +823,9 @@ def _serve_on_ray(config: RerankerConfig, server_config: Any, ray_config: Any, v
                     f"auth {'on' if server_config.api_key else 'off'}; Ctrl-C stops)[/]",
                     highlight=False,
                 )
-                signal.signal(signal.SIGTERM, lambda *_: stop.set())
-                try:
-                    while not stop.wait(1.0):
-                        pass
-                except KeyboardInterrupt:
+                for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C or a stop: shut down, exit 0
+                    signal.signal(signum, lambda *_: stop.set())
+                while not stop.wait(1.0):
                     pass
             finally:
                 serve_api.shutdown()
