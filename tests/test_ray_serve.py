@@ -50,6 +50,15 @@ def test_ray_config_gives_serve_its_deployment_options(tmp_path: Path, monkeypat
     assert RayConfig.from_yaml(path, replicas=2).replicas == 2
 
 
+def test_ray_config_docstring_examples_run() -> None:
+    import doctest
+
+    import crossrank.ray.config
+
+    outcome = doctest.testmod(crossrank.ray.config, optionflags=doctest.ELLIPSIS)
+    assert outcome.attempted >= 3 and outcome.failed == 0
+
+
 def test_serve_backpressure_answers_429_with_retry_after(ray_serve, tiny_model_dir: Path) -> None:
     """One request at a time per replica, one waiting: the rest are refused, not queued forever."""
     ray_config = RayConfig(

@@ -12,13 +12,23 @@ very app of ``crossrank serve`` (:func:`crossrank.server.create_app`), batch act
   ``CROSSRANK_RAY_*``.
 """
 
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
 from crossrank.ray.config import RAY_ENV_PREFIX, RayConfig
+
+if TYPE_CHECKING:
+    from crossrank.ray.batch import BatchReport
 
 __all__ = ["RAY_ENV_PREFIX", "RayConfig", "rerank_batch"]
 
 
-def rerank_batch(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """See :func:`crossrank.ray.batch.rerank_batch` (imported on first use: it needs Ray)."""
+def rerank_batch(
+    input_path: str | os.PathLike[str], output: str | os.PathLike[str], **options: Any
+) -> BatchReport:
+    """:func:`crossrank.ray.batch.rerank_batch`, imported on first use (it needs Ray)."""
     from crossrank.ray.batch import rerank_batch as run
 
-    return run(*args, **kwargs)
+    return run(input_path, output, **options)
