@@ -80,6 +80,7 @@ def load_dataset(
     stage1: Stage1 = "bm25",
     depth: int = 100,
     progress: Callable[[str], None] | None = None,
+    split: str = "test",
 ) -> EvalDataset:
     """Load a named dataset (see :data:`NAMED_DATASETS`) or a folder in the TREC DL or BEIR layout.
 
@@ -90,6 +91,8 @@ def load_dataset(
         stage1: For BEIR folders, how to retrieve candidates. TREC DL folders use their BM25 run.
         depth: Candidates kept per query.
         progress: Called with a short message before slow steps (indexing, embedding).
+        split: For BEIR folders, the judgements to evaluate on: ``qrels/{split}.tsv`` (``"test"``;
+            ``"dev"`` to tune without touching the test split).
 
     Raises:
         FileNotFoundError: The folder or one of its files is missing (the message says which).
@@ -116,7 +119,7 @@ def load_dataset(
             raise ValueError(f"{folder} ships a BM25 run; stage1={stage1!r} is only for BEIR folders")
         return _load_trec_dl(folder, name, depth)
     if (folder / "corpus.jsonl").is_file():
-        return _load_beir(folder, name, stage1, depth, progress)
+        return _load_beir(folder, name, stage1, depth, progress, split)
     raise ValueError(
         f"{folder} is neither a TREC DL folder (bm25_top100.jsonl, qrels.txt) nor a BEIR folder "
         "(corpus.jsonl, queries.jsonl, qrels/test.tsv)"
@@ -144,10 +147,15 @@ def _load_trec_dl(folder: Path, name: str, depth: int) -> EvalDataset:
 
 
 def _load_beir(
-    folder: Path, name: str, stage1: Stage1, depth: int, progress: Callable[[str], None] | None
+    folder: Path,
+    name: str,
+    stage1: Stage1,
+    depth: int,
+    progress: Callable[[str], None] | None,
+    split: str = "test",
 ) -> EvalDataset:
     qrels = []
-    with (folder / "qrels" / "test.tsv").open(encoding="utf-8", newline="") as file:
+    with (folder / "qrels" / f"{split}.tsv").open(encoding="utf-8", newline="") as file:
         for row in csv.DictReader(file, delimiter="\t"):
             qrels.append((row["query-id"], row["corpus-id"], int(row["score"])))
     judged = {qid for qid, _, _ in qrels}
