@@ -68,7 +68,9 @@ def one_run(args: argparse.Namespace) -> None:
     if args.onnx_int8:
         test = load_dataset(args.dataset, depth=20)
         report = evaluate(
-            test, {"fine-tuned onnx int8": Reranker(args.output, backend="onnx", quantize="int8")}, depths=(20,)
+            test,
+            {"fine-tuned onnx int8": Reranker(args.output, backend="onnx", quantize="int8")},
+            depths=(20,),
         )
         record["onnx_int8"] = report.to_dict()
     record["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -107,7 +109,9 @@ def plot(points: list[dict], baselines: dict[str, float], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", default=str(SCIFACT))
     parser.add_argument("--model", default=str(FIXTURE))
     parser.add_argument("--sizes", default="0,100,300", help="training queries per run; 0 = all")
@@ -120,7 +124,9 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--models-dir", default="/tmp/crossrank-finetune-models")
-    parser.add_argument("--results", default=str(HERE / "results" / f"finetune-scifact-{time.strftime('%Y-%m-%d')}-cpu2.json"))
+    parser.add_argument(
+        "--results", default=str(HERE / "results" / f"finetune-scifact-{time.strftime('%Y-%m-%d')}-cpu2.json")
+    )
     parser.add_argument("--plot", default=str(HERE.parent / "docs" / "finetune_learning_curve.png"))
     parser.add_argument("--no-plot", action="store_true")
     # child mode
@@ -193,7 +199,11 @@ def machine() -> dict:
 
 def summarize(runs: list[dict]) -> None:
     for r in runs:
-        cells = [f"queries {r['train_queries']}", f"steps {r['steps']}", f"train {r['train_seconds'] / 60:.1f} min"]
+        cells = [
+            f"queries {r['train_queries']}",
+            f"steps {r['steps']}",
+            f"train {r['train_seconds'] / 60:.1f} min",
+        ]
         for name, report in r["evaluation"].items():
             for system, values in report["metrics"]["20"].items():
                 cells.append(f"{name}/{system} {values['nDCG@10']:.4f}")

@@ -28,6 +28,7 @@ MODULES = [
     "crossrank.selection",
     "crossrank.server.config",
     "crossrank.testing",
+    "crossrank.finetune",
 ]
 
 _RUNNER = """

@@ -1,4 +1,4 @@
-"""The ``crossrank`` command line: ``demo``, ``rank``, ``eval``, ``serve`` and ``rerank-batch``.
+"""The ``crossrank`` command line: ``demo``, ``rank``, ``eval``, ``finetune``, ``serve`` and ``rerank-batch``.
 
 Every subcommand takes the Reranker's options as ``--options`` built from
 :class:`crossrank.RerankerConfig` (:func:`reranker_options`): the same names, types, choices and
@@ -713,6 +713,117 @@ def _cost(timing: dict[str, float]) -> str:
     if "ms_per_query" in timing:
         return f"{timing['ms_per_query']:.2f} ms/q ({timing['share_of_rerank']:.1%})"
     return ""
+
+
+# --------------------------------------------------------------------------- finetune
+
+
+@app.command()
+def finetune(
+    dataset: Annotated[
+        Path,
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/train.tsv, optional qrels/dev.tsv) "
+            "or JSONL of {query, positives: [text], negatives?: [text]}.",
+        ),
+    ],
+    model: Annotated[str, typer.Option("--model", "-m", help="The base cross-encoder: hub id or folder.")],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Folder to create for the fine-tuned model (and finetune.json)."),
+    ],
+    eval_dataset: Annotated[
+        str | None,
+        typer.Option(help="Held-out set (folder or named dataset). Default: --dataset's qrels/test.tsv."),
+    ] = None,
+    eval_split: Annotated[str, typer.Option(help="BEIR qrels file of the held-out set.")] = "test",
+    also_eval: Annotated[
+        list[str] | None,
+        typer.Option(help="Also measure on this dataset before/after, e.g. trec-dl-2019; repeatable."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(envvar="CROSSRANK_DATA_DIR", help="Where named datasets live.")
+    ] = None,
+    stage1: Annotated[
+        Literal["bm25", "bi-encoder"], typer.Option(help="Retriever to mine hard negatives and rerank from.")
+    ] = "bm25",
+    negatives: Annotated[int, typer.Option(min=0, help="Hard negatives per training query.")] = 4,
+    epochs: Annotated[float, typer.Option(min=0.01, help="Passes over the training pairs.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per optimizer step.")] = 16,
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="Peak learning rate.")] = 3e-5,
+    max_length: Annotated[int, typer.Option(min=8, help="Tokens per pair in training.")] = 256,
+    max_minutes: Annotated[
+        float | None, typer.Option(min=0.01, help="Time budget of training; the model so far is kept.")
+    ] = None,
+    max_queries: Annotated[int | None, typer.Option(min=1, help="Train on N random queries only.")] = None,
+    eval_depth: Annotated[int, typer.Option(min=1, help="Stage-1 candidates reranked per query.")] = 20,
+    seed: Annotated[int, typer.Option(help="Same seed, same data order and model.")] = 12,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda... Default: CUDA when present.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output.")] = False,
+    json_output: JsonFlag = False,
+    verbose: Verbose = False,
+) -> None:
+    """Fine-tune a cross-encoder on your documents and questions; report held-out metrics before and after.
+
+    Hard negatives come from stage 1 (BM25 by default); training uses sentence-transformers'
+    CrossEncoderTrainer; --output appears only when the model and its card are complete. Needs
+    pip install 'crossrank[train]'. See docs/finetuning.md.
+    """
+    _setup(verbose)
+    from crossrank.finetune import finetune as run_finetune
+
+    with _errors_reported(), _Progress() as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        result = run_finetune(
+            dataset,
+            model,
+            output,
+            eval_dataset=eval_dataset,
+            eval_split=eval_split,
+            also_evaluate=also_eval or (),
+            data_dir=data_dir,
+            stage1=stage1,
+            num_negatives=negatives,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            max_length=max_length,
+            max_minutes=max_minutes,
+            max_train_queries=max_queries,
+            eval_depth=eval_depth,
+            seed=seed,
+            device=device,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    _emit(result.to_dict(), json_output=json_output, output=None)
+    if json_output:
+        return
+    console.print(
+        f"[bold]{output}[/]: {result.train_queries} queries ({result.train_pairs} pairs), "
+        f"{result.steps} steps, "
+        f"{result.epochs:.2f} epochs, {result.train_seconds / 60:.1f} min"
+        + (" [yellow](stopped by --max-minutes)[/]" if result.stopped_by_budget else ""),
+        highlight=False,
+    )
+    if result.left_out:
+        console.print(
+            f"[yellow]{len(result.left_out)} training queries share their text with a held-out query and "
+            f"were left out of training[/]: {', '.join(result.left_out[:10])}",
+            highlight=False,
+        )
+    for report in result.reports.values():
+        _print_report(report)
 
 
 # --------------------------------------------------------------------------- serve

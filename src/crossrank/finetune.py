@@ -1,4 +1,4 @@
-"""Domain adaptation: fine-tune a cross-encoder on your own questions and documents, measured before and after.
+"""Domain adaptation: fine-tune a cross-encoder on your questions and documents, measured before and after.
 
 ``crossrank finetune`` (and :func:`finetune`) turns a corpus plus a few hundred questions with known
 answers into a reranker for that corpus, with sentence-transformers' own training stack
@@ -156,7 +156,9 @@ def _json_object(line: str, file: Path, number: int) -> dict[str, Any]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
-        raise InputFileError(f"not valid JSON ({err.msg} at column {err.colno})", path=file, line=number) from None
+        raise InputFileError(
+            f"not valid JSON ({err.msg} at column {err.colno})", path=file, line=number
+        ) from None
     if not isinstance(record, dict):
         raise InputFileError("expected a JSON object", path=file, line=number)
     return record
@@ -181,11 +183,15 @@ def _read_qrels(
     rows = _numbered_lines(file)
     header = rows[0][1].split("\t")
     if [column.strip() for column in header[:3]] != ["query-id", "corpus-id", "score"]:
-        raise InputFileError("expected the header 'query-id<TAB>corpus-id<TAB>score'", path=file, line=rows[0][0])
+        raise InputFileError(
+            "expected the header 'query-id<TAB>corpus-id<TAB>score'", path=file, line=rows[0][0]
+        )
     for number, line in rows[1:]:
         cells = [cell.strip() for cell in next(csv.reader([line], delimiter="\t"))]
         if len(cells) < 3:
-            raise InputFileError(f"expected 3 tab-separated columns, found {len(cells)}", path=file, line=number)
+            raise InputFileError(
+                f"expected 3 tab-separated columns, found {len(cells)}", path=file, line=number
+            )
         qid, docid, grade_text = cells[:3]
         try:
             grade = int(float(grade_text))
@@ -202,7 +208,9 @@ def _read_qrels(
     for qid, (positives, _, first) in judged.items():
         if not positives:
             raise InputFileError(
-                f"query {qid!r} has no positive (every judgement is 0): nothing to learn from", path=file, line=first
+                f"query {qid!r} has no positive (every judgement is 0): nothing to learn from",
+                path=file,
+                line=first,
             )
     return judged
 
@@ -211,7 +219,8 @@ def _load_beir_training(folder: Path, split: str) -> TrainingData:
     for name in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (folder / name).is_file():
             raise InputFileError(
-                f"no such file (a BEIR training folder holds corpus.jsonl, queries.jsonl and qrels/{split}.tsv)",
+                "no such file (a BEIR training folder holds corpus.jsonl, queries.jsonl and "
+                f"qrels/{split}.tsv)",
                 path=folder / name,
             )
     corpus = read_corpus(folder / "corpus.jsonl")  # InputFileError for an empty or malformed corpus
@@ -232,7 +241,9 @@ def _load_beir_training(folder: Path, split: str) -> TrainingData:
 
     dev_file = folder / "qrels" / "dev.tsv"
     dev = build(dev_file) if split != "dev" and dev_file.is_file() else []
-    return TrainingData(folder, build(folder / "qrels" / f"{split}.tsv"), list(documents), list(documents.values()), dev)
+    return TrainingData(
+        folder, build(folder / "qrels" / f"{split}.tsv"), list(documents), list(documents.values()), dev
+    )
 
 
 def _load_jsonl_training(file: Path) -> TrainingData:
@@ -250,8 +261,12 @@ def _load_jsonl_training(file: Path) -> TrainingData:
             raise InputFileError("expected a non-empty string 'query'", path=file, line=number)
         positives = texts(record, "positives", number)
         if not positives:
-            raise InputFileError(f"query {query!r} has no positives: nothing to learn from", path=file, line=number)
-        queries.append(TrainingQuery(f"line {number}", query, positives, (), texts(record, "negatives", number)))
+            raise InputFileError(
+                f"query {query!r} has no positives: nothing to learn from", path=file, line=number
+            )
+        queries.append(
+            TrainingQuery(f"line {number}", query, positives, (), texts(record, "negatives", number))
+        )
     pool = list(dict.fromkeys(text for q in queries for text in (*q.positives, *q.negatives)))
     return TrainingData(file, queries, [f"pool {i}" for i in range(len(pool))], pool)
 
@@ -441,10 +456,11 @@ def _evaluate_models(
 
     depth = max(len(c) for c in dataset.candidates.values())
     report = evaluate(dataset, scorers, depths=(depth,), progress=ticker)
-    report.settings = {
-        system: scorer.to_config().model_dump(include={"model", "backend", "device", "max_length"})
-        for system, scorer in scorers.items()
-    }
+    # As `crossrank eval` reports it: the settings of the (last, i.e. fine-tuned) reranker scored.
+    report.settings = (
+        scorers[list(scorers)[-1]].to_config().model_dump(exclude={"top_n", "normalize", "min_score"})
+    )
+    report.settings["systems"] = dict(models)
     return report
 
 
@@ -573,13 +589,14 @@ def finetune(
         cross_encoder = CrossEncoder(
             source.location, device=device, max_length=max_length, local_files_only=source.local_files_only
         )
-    except Exception as err:  # noqa: BLE001 - any loading failure is a ModelLoadError to the user
+    except Exception as err:
         raise ModelLoadError(f"cannot load base model {model!r}: {err}", model=os.fspath(model)) from err
     if cross_encoder.num_labels != 1:
         from crossrank.errors import UnsupportedModelError
 
         raise UnsupportedModelError(
-            f"{model} has {cross_encoder.num_labels} output labels; fine-tuning needs a one-logit cross-encoder",
+            f"{model} has {cross_encoder.num_labels} output labels; "
+            "fine-tuning needs a one-logit cross-encoder",
             model=os.fspath(model),
         )
 
@@ -591,7 +608,7 @@ def finetune(
         num_train_epochs=epochs,
         per_device_train_batch_size=batch_size,
         learning_rate=learning_rate,
-        warmup_steps=0.1,
+        warmup_steps=math.ceil(0.1 * math.ceil(steps_per_epoch * epochs)),  # an int on every transformers
         lr_scheduler_type="linear",
         seed=seed,
         data_seed=seed,
@@ -627,7 +644,10 @@ def finetune(
     staged = work / "model"
     if staged.exists():
         shutil.rmtree(staged)
-    cross_encoder.max_length = scoring_max_length
+    if hasattr(type(cross_encoder), "max_seq_length"):  # sentence-transformers >= 6 (max_length: older)
+        cross_encoder.max_seq_length = scoring_max_length
+    else:
+        cross_encoder.max_length = scoring_max_length
     cross_encoder.save_pretrained(str(staged))
 
     models = {"fine-tuned": str(staged)}
@@ -638,7 +658,7 @@ def finetune(
     named = {f"{Path(held_out.name).name} ({eval_split})": held_out} if held_out is not None else {}
     for name, eval_data in (named | extra).items():
         reports[name] = _evaluate_models(name, eval_data, models, eval_options, progress)
-        reports[name].settings["fine-tuned"]["model"] = str(target)
+        reports[name].settings["model"] = reports[name].settings["systems"]["fine-tuned"] = str(target)
 
     result = FinetuneResult(
         output=target,
@@ -745,8 +765,9 @@ def _without_held_out(
         shared = sorted(set(held_out.queries) & {q.qid for q in data.queries})
         if shared:
             raise InvalidArgumentError(
-                f"{len(shared)} query id(s) are both in qrels/train.tsv and in the held-out qrels/{eval_split}.tsv "
-                f"of {data.source} (e.g. {', '.join(shared[:5])}): the held-out split must never be trained on"
+                f"{len(shared)} query id(s) are both in qrels/train.tsv and in the held-out "
+                f"qrels/{eval_split}.tsv of {data.source} (e.g. {', '.join(shared[:5])}): "
+                "the held-out split must never be trained on"
             )
     held_texts = {_normalized(text) for text in held_out.queries.values()}
     kept = [q for q in data.queries if _normalized(q.query) not in held_texts]
@@ -788,7 +809,7 @@ def model_card(result: FinetuneResult) -> str:
         f"# Cross-encoder fine-tuned from {result.base_model}",
         "",
         "Made by `crossrank finetune` (sentence-transformers `CrossEncoderTrainer`, binary cross-entropy on "
-        "hard negatives). Load it with `crossrank.Reranker(\"<this folder>\")` (any backend) or "
+        'hard negatives). Load it with `crossrank.Reranker("<this folder>")` (any backend) or '
         "`sentence_transformers.CrossEncoder`.",
         "",
         "## Training",
@@ -826,6 +847,9 @@ def model_card(result: FinetuneResult) -> str:
                 lines.append(f"| {label} | " + " | ".join(f"{values[m]:.4f}" for m in metric_names) + " |")
             lines.append("")
     if result.dev_metrics:
-        lines += ["Dev split (sentence-transformers reranking evaluator): "
-                  + ", ".join(f"{k} {v:.4f}" for k, v in result.dev_metrics.items()), ""]
+        lines += [
+            "Dev split (sentence-transformers reranking evaluator): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in result.dev_metrics.items()),
+            "",
+        ]
     return "\n".join(lines) + "\n"
