@@ -728,7 +728,12 @@ def _move_into_place(staged: Path, target: Path) -> None:
 def _load_eval(name: str | os.PathLike[str], *, data_dir: Any, stage1: Stage1, depth: int, split: str) -> Any:
     from crossrank.evaluation import load_dataset
 
-    return load_dataset(name, data_dir=data_dir, stage1=stage1, depth=depth, split=split)
+    try:
+        return load_dataset(name, data_dir=data_dir, stage1=stage1, depth=depth, split=split)
+    except ValueError as err:
+        if stage1 == "bm25" or "ships a BM25 run" not in str(err):
+            raise
+        return load_dataset(name, data_dir=data_dir, depth=depth)  # TREC DL: its own BM25 run
 
 
 def _held_out(
