@@ -422,6 +422,9 @@ def _callbacks(max_seconds: float | None, progress: Progress | None) -> list[Any
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.started = time.monotonic()
 
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            logger.info("step %d/%d: %s", state.global_step, state.max_steps, logs)
+
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if progress is not None:
                 progress("training", state.global_step, state.max_steps)
