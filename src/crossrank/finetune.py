@@ -449,6 +449,7 @@ def _evaluate_models(
     progress: Progress | None,
 ) -> Any:
     from crossrank import Reranker
+    from crossrank.config import OPTION_GROUPS
     from crossrank.evaluation import evaluate
 
     scorers = {system: Reranker(path, **reranker_options) for system, path in models.items()}
@@ -460,9 +461,7 @@ def _evaluate_models(
     depth = max(len(c) for c in dataset.candidates.values())
     report = evaluate(dataset, scorers, depths=(depth,), progress=ticker)
     # As `crossrank eval` reports it: the settings of the (last, i.e. fine-tuned) reranker scored.
-    report.settings = (
-        scorers[list(scorers)[-1]].to_config().model_dump(exclude={"top_n", "normalize", "min_score"})
-    )
+    report.settings = scorers[list(scorers)[-1]].to_config().model_dump(exclude=set(OPTION_GROUPS["ranking"]))
     report.settings["systems"] = dict(models)
     return report
 
