@@ -129,6 +129,9 @@ def main() -> None:
     )
     parser.add_argument("--plot", default=str(HERE.parent / "docs" / "finetune_learning_curve.png"))
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument(
+        "--no-base", action="store_true", help="skip the base model and the int8 check in the first run"
+    )
     # child mode
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=ALL, help=argparse.SUPPRESS)
@@ -152,7 +155,7 @@ def main() -> None:
             "--max-minutes", str(args.max_minutes), "--seed", str(args.seed),
             "--also-evaluate", *args.also_evaluate,
         ]  # fmt: skip
-        if index == 0:
+        if index == 0 and not args.no_base:
             command += ["--evaluate-base", "--onnx-int8"]
         print(f"[{time.strftime('%H:%M:%S')}] run {index + 1}/{len(sizes)}: size {size or 'all'}", flush=True)
         started = time.perf_counter()
