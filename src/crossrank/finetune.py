@@ -479,7 +479,7 @@ def finetune(
     num_negatives: int = 4,
     epochs: float = 1.0,
     batch_size: int = 16,
-    learning_rate: float = 2e-5,
+    learning_rate: float = 3e-5,
     max_length: int = 256,
     max_minutes: float | None = None,
     max_train_queries: int | None = None,
