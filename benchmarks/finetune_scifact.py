@@ -102,7 +102,7 @@ def plot(points: list[dict], baselines: dict[str, float], path: Path) -> None:
         axis.set_xlabel(label)
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("nDCG@10 (BM25 top 20 reranked)")
-    axes[0].legend(fontsize=8, loc="lower right")
+    axes[0].legend(fontsize=8, loc="center right")
     figure.suptitle("crossrank finetune: fixture MiniLM-L6 on SciFact")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
