@@ -250,10 +250,12 @@ def select(
         below, order = len(order) - len(passed), passed
     else:
         below = 0
+    kept: list[int] = []
     prepare, compare = _measure(options.dedupe_similarity)
     prepared: dict[int, Any] = {}  # each text prepared once, when dedupe first reads it
 
     def duplicate(i: int) -> bool:
+        """Is chunk ``i`` as similar as ``dedupe`` to a chunk already kept?"""
         if options.dedupe is None:
             return False
         for j in (i, *kept):
@@ -261,7 +263,6 @@ def select(
                 prepared[j] = prepare(texts[j])
         return any(compare(prepared[i], prepared[j]) >= options.dedupe for j in kept)
 
-    kept: list[int] = []
     duplicates = 0
     tokens = 0
     for i in order:
