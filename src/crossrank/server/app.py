@@ -361,8 +361,10 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> FastAP
             max_tokens_per_doc=None,
         )
         ranking = _select(reranker, body, body.texts, scores)
-        shown = (lambda hit: {"text": hit.text}) if body.return_text else (lambda hit: {})
-        ranks = [{"index": hit.index, "score": _shown_score(hit), **shown(hit)} for hit in ranking]
+        ranks = [{"index": hit.index, "score": _shown_score(hit)} for hit in ranking]
+        if body.return_text:
+            for rank, hit in zip(ranks, ranking, strict=True):
+                rank["text"] = hit.text
         return AsciiJSONResponse(ranks, headers=_timing_headers(scored, used))
 
     rerank_responses = {
