@@ -232,3 +232,22 @@ def test_every_subcommand_derives_the_same_options_from_the_config() -> None:
     assert seen["backend"]["shape"][2] == ("torch", "onnx")
     assert seen["normalize"]["shape"][0] == ["--normalize", "--no-normalize"]
     assert seen["max_length"]["shape"][3] == seen["batch_size"]["shape"][3] == 1
+
+
+def test_the_cli_works_without_the_server_extra() -> None:
+    """Without the server extra every command but `serve` runs, and `serve` says what to install."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None\n"
+        "from typer.testing import CliRunner\n"
+        "from crossrank.cli import app\n"
+        "assert CliRunner().invoke(app, ['rank', '--help']).exit_code == 0\n"
+        "done = CliRunner().invoke(app, ['serve', '--model', '/nonexistent'])\n"
+        "print(done.exit_code, ' '.join(done.output.split()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    exit_code, message = done.stdout.strip().split(" ", 1)
+    assert exit_code == "1" and "pip install 'crossrank[server]'" in message
