@@ -346,6 +346,28 @@ def _adapter(name: str) -> Any:
     return _ADAPTERS[name]
 
 
+def settings_from_yaml(
+    cls: type[Any], path: str | os.PathLike[str], *, section: str | None, **overrides: Any
+) -> Any:
+    """An optional section's settings (``ServerConfig``, ``RayConfig``): a YAML file's ``section``, then
+    the environment, then ``overrides``. A file without that section gives the defaults (and the environment).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"crossrank config file not found: {str(file)!r}")
+    document = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    has_section = section is None or (isinstance(document, dict) and section in document)
+    from_file = (
+        YamlConfigSettingsSource(cls, yaml_file=file, yaml_config_section=section)() if has_section else {}
+    )
+    return cls(**{**from_file, **EnvSettingsSource(cls)(), **overrides})
+
+
 def describe_validation_error(err: ValidationError) -> str:
     """One line per problem, ``field: message (got value)``, instead of pydantic's layout."""
     lines = []

@@ -7,11 +7,12 @@ The model is a :class:`crossrank.RerankerConfig` and the HTTP behaviour a
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crossrank.config import settings_from_yaml
 
 __all__ = ["RAY_ENV_PREFIX", "RayConfig"]
 
@@ -127,16 +128,4 @@ class RayConfig(BaseSettings):
 
         A file without that section gives the defaults (and the environment).
         """
-        import yaml
-
-        file = Path(path)
-        if not file.is_file():
-            raise FileNotFoundError(f"crossrank config file not found: {str(file)!r}")
-        document = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        has_section = section is None or (isinstance(document, dict) and section in document)
-        from_file = (
-            YamlConfigSettingsSource(cls, yaml_file=file, yaml_config_section=section)()
-            if has_section
-            else {}
-        )
-        return cls(**{**from_file, **EnvSettingsSource(cls)(), **overrides})
+        return settings_from_yaml(cls, path, section=section, **overrides)
