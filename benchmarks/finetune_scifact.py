@@ -56,6 +56,7 @@ def one_run(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         max_length=args.max_length,
+        bf16=args.bf16,
         max_minutes=args.max_minutes,
         max_train_queries=args.size or None,
         evaluate_base=args.evaluate_base,
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=3e-5)
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed-precision training")
     parser.add_argument("--max-minutes", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--models-dir", default="/tmp/crossrank-finetune-models")
@@ -154,7 +156,7 @@ def main() -> None:
             "--learning-rate", str(args.learning_rate), "--max-length", str(args.max_length),
             "--max-minutes", str(args.max_minutes), "--seed", str(args.seed),
             "--also-evaluate", *args.also_evaluate,
-        ]  # fmt: skip
+        ] + (["--bf16"] if args.bf16 else [])  # fmt: skip
         if index == 0 and not args.no_base:
             command += ["--evaluate-base", "--onnx-int8"]
         print(f"[{time.strftime('%H:%M:%S')}] run {index + 1}/{len(sizes)}: size {size or 'all'}", flush=True)

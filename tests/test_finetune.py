@@ -6,6 +6,7 @@ the real SciFact measurement is benchmarks/finetune_scifact.py.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import random
@@ -343,6 +344,26 @@ def test_cli_json_is_the_result_and_the_only_stdout(tmp_path: Path, tiny_model_d
     assert payload["output"] == str(output)
     assert payload["settings"]["num_negatives"] == 1 and payload["settings"]["seed"] == 3
     assert payload == json.loads((output / "finetune.json").read_text(encoding="utf-8"))
+    # the options not given take the Python function's defaults: the CLI declares none of its own
+    defaults = inspect.signature(finetune).parameters
+    for name in ("epochs", "batch_size", "learning_rate", "bf16", "stage1", "eval_split", "max_minutes"):
+        assert payload["settings"][name] == defaults[name].default, name
+
+
+def test_bf16_training_saves_float32_weights_that_moved(
+    tmp_path: Path, tiny_model_dir: Path, beir: Path
+) -> None:
+    from safetensors import safe_open
+
+    result = finetune(
+        beir, tiny_model_dir, tmp_path / "out", bf16=True, learning_rate=1e-3, evaluate_base=False, **FAST
+    )
+    assert result.settings["bf16"] is True
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as tensors:
+        assert {str(tensors.get_tensor(k).dtype) for k in tensors.keys()}  # noqa: SIM118 (no __iter__) == {"torch.float32"}
+    base, tuned = Reranker(tiny_model_dir, device="cpu"), Reranker(result.output, device="cpu")
+    documents = ["flea flea flea the", "tea tea tea of"]
+    assert tuned.score("what is a flea", documents) != pytest.approx(base.score("what is a flea", documents))
 
 
 def test_cli_bad_qrels_exit_1_with_file_and_line(tmp_path: Path, tiny_model_dir: Path, beir: Path) -> None:

@@ -13,6 +13,7 @@ itself only logs through ``logging.getLogger(__name__)``.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import json
 import logging
@@ -718,6 +719,12 @@ def _cost(timing: dict[str, float]) -> str:
 # --------------------------------------------------------------------------- finetune
 
 
+def _trained(name: str) -> Any:
+    """The default of :func:`crossrank.finetune.finetune`'s ``name``: declared there, only read here."""
+    function = importlib.import_module("crossrank.finetune").finetune
+    return inspect.signature(function).parameters[name].default
+
+
 @app.command()
 def finetune(
     dataset: Annotated[
@@ -738,7 +745,9 @@ def finetune(
         str | None,
         typer.Option(help="Held-out set (folder or named dataset). Default: --dataset's qrels/test.tsv."),
     ] = None,
-    eval_split: Annotated[str, typer.Option(help="BEIR qrels file of the held-out set.")] = "test",
+    eval_split: Annotated[str, typer.Option(help="BEIR qrels file of the held-out set.")] = _trained(
+        "eval_split"
+    ),
     also_eval: Annotated[
         list[str] | None,
         typer.Option(help="Also measure on this dataset before/after, e.g. trec-dl-2019; repeatable."),
@@ -748,18 +757,37 @@ def finetune(
     ] = None,
     stage1: Annotated[
         Literal["bm25", "bi-encoder"], typer.Option(help="Retriever to mine hard negatives and rerank from.")
-    ] = "bm25",
-    negatives: Annotated[int, typer.Option(min=0, help="Hard negatives per training query.")] = 4,
-    epochs: Annotated[float, typer.Option(min=0.01, help="Passes over the training pairs.")] = 1.0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per optimizer step.")] = 16,
-    learning_rate: Annotated[float, typer.Option(min=0.0, help="Peak learning rate.")] = 3e-5,
-    max_length: Annotated[int, typer.Option(min=8, help="Tokens per pair in training.")] = 256,
+    ] = _trained("stage1"),
+    negatives: Annotated[int, typer.Option(min=0, help="Hard negatives per training query.")] = _trained(
+        "num_negatives"
+    ),
+    epochs: Annotated[float, typer.Option(min=0.01, help="Passes over the training pairs.")] = _trained(
+        "epochs"
+    ),
+    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per optimizer step.")] = _trained(
+        "batch_size"
+    ),
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="Peak learning rate.")] = _trained(
+        "learning_rate"
+    ),
+    max_length: Annotated[int, typer.Option(min=8, help="Tokens per pair in training.")] = _trained(
+        "max_length"
+    ),
+    bf16: Annotated[
+        bool,
+        typer.Option(
+            "--bf16/--fp32",
+            help="bfloat16 mixed-precision training: faster on GPUs and CPUs with AVX512-BF16 or AMX.",
+        ),
+    ] = _trained("bf16"),
     max_minutes: Annotated[
         float | None, typer.Option(min=0.01, help="Time budget of training; the model so far is kept.")
     ] = None,
     max_queries: Annotated[int | None, typer.Option(min=1, help="Train on N random queries only.")] = None,
-    eval_depth: Annotated[int, typer.Option(min=1, help="Stage-1 candidates reranked per query.")] = 20,
-    seed: Annotated[int, typer.Option(help="Same seed, same data order and model.")] = 12,
+    eval_depth: Annotated[int, typer.Option(min=1, help="Stage-1 candidates reranked per query.")] = _trained(
+        "eval_depth"
+    ),
+    seed: Annotated[int, typer.Option(help="Same seed, same data order and model.")] = _trained("seed"),
     device: Annotated[str | None, typer.Option(help="cpu, cuda... Default: CUDA when present.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output.")] = False,
@@ -797,6 +825,7 @@ def finetune(
             batch_size=batch_size,
             learning_rate=learning_rate,
             max_length=max_length,
+            bf16=bf16,
             max_minutes=max_minutes,
             max_train_queries=max_queries,
             eval_depth=eval_depth,
