@@ -75,6 +75,7 @@ def one_run(args: argparse.Namespace) -> None:
         )
         record["onnx_int8"] = report.to_dict()
     record["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    record["load_average_at_end"] = os.getloadavg()  # 1, 5, 15 min: was the machine shared?
     print(json.dumps(record))
 
 
@@ -88,7 +89,7 @@ def plot(points: list[dict], baselines: dict[str, float], path: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for axis, key, label in (
         (axes[0], "train_queries", "SciFact training queries"),
-        (axes[1], "train_minutes", "training minutes (2 shared CPU cores)"),
+        (axes[1], "train_minutes", "training minutes (2 CPU cores)"),
     ):
         xs = [p[key] for p in points]
         axis.plot(xs, [p["scifact"] for p in points], "o-", label="fine-tuned, SciFact test")
@@ -132,6 +133,9 @@ def main() -> None:
     parser.add_argument("--plot", default=str(HERE.parent / "docs" / "finetune_learning_curve.png"))
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument(
+        "--plot-from", nargs="+", metavar="RESULTS", help="only draw the curve of earlier results files"
+    )
+    parser.add_argument(
         "--no-base", action="store_true", help="skip the base model and the int8 check in the first run"
     )
     # child mode
@@ -141,6 +145,11 @@ def main() -> None:
     parser.add_argument("--evaluate-base", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--onnx-int8", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.plot_from:
+        runs = [run for name in args.plot_from for run in json.loads(Path(name).read_text())["runs"]]
+        summarize(runs)
+        draw(runs, Path(args.plot))
+        return
     if args.one:
         one_run(args)
         return
@@ -168,25 +177,34 @@ def main() -> None:
         Path(args.results).write_text(json.dumps({"runs": runs, "machine": machine()}, indent=2) + "\n")
         summarize(runs)
 
-    if not args.no_plot and len(runs) > 1:
-        base = runs[0]["evaluation"]
-        scifact_name = next(name for name in base if "trec" not in name)
-        baselines = {
-            "bm25_scifact": base[scifact_name]["metrics"]["20"]["stage 1"]["nDCG@10"],
-            "base_scifact": base[scifact_name]["metrics"]["20"]["base"]["nDCG@10"],
-            "base_dl19": base["trec-dl-2019"]["metrics"]["20"]["base"]["nDCG@10"],
+    if not args.no_plot:
+        draw(runs, Path(args.plot))
+
+
+def draw(runs: list[dict], path: Path) -> None:
+    """The learning curve of ``runs``; the base model's lines come from the run that scored it."""
+    with_base = [r for r in runs if "base" in next(iter(r["evaluation"].values()))["metrics"]["20"]]
+    if len(runs) < 2 or not with_base:
+        print("learning curve: needs two runs and one that scored the base model (drop --no-base)")
+        return
+    base = with_base[0]["evaluation"]
+    scifact_name = next(name for name in base if "trec" not in name)
+    baselines = {
+        "bm25_scifact": base[scifact_name]["metrics"]["20"]["stage 1"]["nDCG@10"],
+        "base_scifact": base[scifact_name]["metrics"]["20"]["base"]["nDCG@10"],
+        "base_dl19": base["trec-dl-2019"]["metrics"]["20"]["base"]["nDCG@10"],
+    }
+    points = [
+        {
+            "train_queries": r["train_queries"],
+            "train_minutes": r["train_seconds"] / 60,
+            "scifact": r["evaluation"][scifact_name]["metrics"]["20"]["fine-tuned"]["nDCG@10"],
+            "dl19": r["evaluation"]["trec-dl-2019"]["metrics"]["20"]["fine-tuned"]["nDCG@10"],
         }
-        points = [
-            {
-                "train_queries": r["train_queries"],
-                "train_minutes": r["train_seconds"] / 60,
-                "scifact": r["evaluation"][scifact_name]["metrics"]["20"]["fine-tuned"]["nDCG@10"],
-                "dl19": r["evaluation"]["trec-dl-2019"]["metrics"]["20"]["fine-tuned"]["nDCG@10"],
-            }
-            for r in runs
-        ]
-        plot(points, baselines, Path(args.plot))
-        print(f"learning curve: {args.plot}")
+        for r in runs
+    ]
+    plot(points, baselines, path)
+    print(f"learning curve: {path}")
 
 
 def machine() -> dict:
@@ -198,7 +216,7 @@ def machine() -> dict:
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
-        "note": "2 CPU cores shared with other engineers' test runs",
+        "load_average_at_end": os.getloadavg(),
     }
 
 

@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from crossrank.errors import InputFileError
 
@@ -64,19 +64,14 @@ def read_corpus(path: str | os.PathLike[str], *, require_id: bool = True) -> lis
         'Fleas They live a year.'
     """
     file = Path(path)
-    return _parse_records(_lines(file), file, require_id=require_id)
+    return _parse_records(numbered_lines(file), file, require_id=require_id)
 
 
 def _parse_records(numbered: list[tuple[int, str]], file: Path, *, require_id: bool) -> list[CorpusDocument]:
     documents = []
     for number, line in numbered:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputFileError(
-                f"not valid JSON ({err.msg} at column {err.colno})", path=file, line=number
-            ) from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        record = json_object(line, file, number)
+        if not isinstance(record.get("text"), str):
             raise InputFileError("expected a JSON object with a string 'text'", path=file, line=number)
         identifier = record.get("_id", record.get("id"))
         if identifier is None:
@@ -92,7 +87,20 @@ def _parse_records(numbered: list[tuple[int, str]], file: Path, *, require_id: b
     return documents
 
 
-def _lines(file: Path) -> list[tuple[int, str]]:
+def json_object(line: str, file: Path, number: int) -> dict[str, Any]:
+    """Line ``number`` of ``file`` parsed as a JSON object, or an :class:`InputFileError` naming it."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise InputFileError(
+            f"not valid JSON ({err.msg} at column {err.colno})", path=file, line=number
+        ) from None
+    if not isinstance(record, dict):
+        raise InputFileError("expected a JSON object", path=file, line=number)
+    return record
+
+
+def numbered_lines(file: Path) -> list[tuple[int, str]]:
     """(line number, line) for the non-blank lines of ``file``; clear errors for what isn't a text file."""
     if file.is_dir():
         raise InputFileError("is a directory; give a file (one document per line, or JSONL)", path=file)
@@ -120,7 +128,7 @@ def read_documents(source: str | os.PathLike[str] | TextIO) -> list[CorpusDocume
         name, text = "<stdin>", source.read()  # type: ignore[union-attr]
         numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     else:
-        name, numbered = os.fspath(source), _lines(Path(source))  # type: ignore[arg-type]
+        name, numbered = os.fspath(source), numbered_lines(Path(source))  # type: ignore[arg-type]
     if numbered and all(line.lstrip().startswith("{") for _, line in numbered):
         return _parse_records(numbered, Path(name), require_id=False)
     if not numbered:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from crossrank.corpus import read_corpus
+from crossrank.corpus import json_object, numbered_lines, read_corpus
 from crossrank.errors import BackendUnavailableError, InputFileError, InvalidArgumentError, ModelLoadError
 
 __all__ = [
@@ -140,34 +140,16 @@ def load_training_data(source: str | os.PathLike[str], *, split: str = "train") 
 
 
 def _numbered_lines(file: Path) -> list[tuple[int, str]]:
-    if not file.is_file():
-        raise InputFileError("no such file", path=file)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise InputFileError(f"not UTF-8 text ({err.reason} at byte {err.start})", path=file) from None
-    lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    lines = numbered_lines(file)
     if not lines:
         raise InputFileError("the file is empty", path=file)
     return lines
 
 
-def _json_object(line: str, file: Path, number: int) -> dict[str, Any]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise InputFileError(
-            f"not valid JSON ({err.msg} at column {err.colno})", path=file, line=number
-        ) from None
-    if not isinstance(record, dict):
-        raise InputFileError("expected a JSON object", path=file, line=number)
-    return record
-
-
 def _read_queries(file: Path) -> dict[str, str]:
     queries: dict[str, str] = {}
     for number, line in _numbered_lines(file):
-        record = _json_object(line, file, number)
+        record = json_object(line, file, number)
         qid, text = record.get("_id", record.get("id")), record.get("text")
         if qid is None or not isinstance(text, str) or not text.strip():
             raise InputFileError("expected {'_id': ..., 'text': non-empty string}", path=file, line=number)
@@ -255,7 +237,7 @@ def _load_jsonl_training(file: Path) -> TrainingData:
 
     queries = []
     for number, line in _numbered_lines(file):
-        record = _json_object(line, file, number)
+        record = json_object(line, file, number)
         query = record.get("query")
         if not isinstance(query, str) or not query.strip():
             raise InputFileError("expected a non-empty string 'query'", path=file, line=number)
