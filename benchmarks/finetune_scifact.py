@@ -16,6 +16,7 @@ The results go to ``benchmarks/results/finetune-scifact-*.json`` and the learnin
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import resource
@@ -118,14 +119,17 @@ def main() -> None:
     parser.add_argument("--model", default=str(FIXTURE))
     parser.add_argument("--sizes", default="0,100,300", help="training queries per run; 0 = all")
     parser.add_argument("--also-evaluate", nargs="*", default=["trec-dl-2019"])
-    parser.add_argument("--num-negatives", type=int, default=4)
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=3e-5)
-    parser.add_argument("--max-length", type=int, default=256)
+    from crossrank.finetune import finetune
+
+    default = {name: p.default for name, p in inspect.signature(finetune).parameters.items()}
+    parser.add_argument("--num-negatives", type=int, default=default["num_negatives"])
+    parser.add_argument("--epochs", type=float, default=default["epochs"])
+    parser.add_argument("--batch-size", type=int, default=default["batch_size"])
+    parser.add_argument("--learning-rate", type=float, default=default["learning_rate"])
+    parser.add_argument("--max-length", type=int, default=default["max_length"])
     parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed-precision training")
     parser.add_argument("--max-minutes", type=float, default=60.0)
-    parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=default["seed"])
     parser.add_argument("--models-dir", default="/tmp/crossrank-finetune-models")
     parser.add_argument(
         "--results", default=str(HERE / "results" / f"finetune-scifact-{time.strftime('%Y-%m-%d')}-cpu2.json")
@@ -136,8 +140,9 @@ def main() -> None:
         "--plot-from", nargs="+", metavar="RESULTS", help="only draw the curve of earlier results files"
     )
     parser.add_argument(
-        "--no-base", action="store_true", help="skip the base model and the int8 check in the first run"
+        "--no-base", action="store_true", help="don't score the base model (in the first run)"
     )
+    parser.add_argument("--no-int8", action="store_true", help="no ONNX int8 check (first run)")
     # child mode
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=ALL, help=argparse.SUPPRESS)
@@ -167,7 +172,9 @@ def main() -> None:
             "--also-evaluate", *args.also_evaluate,
         ] + (["--bf16"] if args.bf16 else [])  # fmt: skip
         if index == 0 and not args.no_base:
-            command += ["--evaluate-base", "--onnx-int8"]
+            command += ["--evaluate-base"]
+        if index == 0 and not args.no_int8:
+            command += ["--onnx-int8"]
         print(f"[{time.strftime('%H:%M:%S')}] run {index + 1}/{len(sizes)}: size {size or 'all'}", flush=True)
         started = time.perf_counter()
         finished = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True, timeout=3 * 3600)

@@ -260,7 +260,7 @@ def mine_hard_negatives(
     data: TrainingData,
     queries: Sequence[TrainingQuery] | None = None,
     *,
-    num_negatives: int = 4,
+    num_negatives: int = 8,
     stage1: Stage1 = "bm25",
 ) -> dict[str, list[str]]:
     """Each query's hard negatives: its stage-1 top documents that are not judged positive.
@@ -458,8 +458,8 @@ def finetune(
     also_evaluate: Sequence[str] = (),
     data_dir: str | os.PathLike[str] | None = None,
     stage1: Stage1 = "bm25",
-    num_negatives: int = 4,
-    epochs: float = 1.0,
+    num_negatives: int = 8,
+    epochs: float = 2.0,
     batch_size: int = 16,
     learning_rate: float = 3e-5,
     max_length: int = 256,
