@@ -1,7 +1,7 @@
 """Rerank a handful of chunks with crossrank and print them, best first.
 
-    python examples/quickstart.py                     # the default hub model (needs the hub or the HF cache)
-    python examples/quickstart.py ../shared/models/crossrank-fixture-minilm-l6
+python examples/quickstart.py                     # the default hub model (needs the hub or the HF cache)
+python examples/quickstart.py ../shared/models/crossrank-fixture-minilm-l6
 """
 
 from __future__ import annotations
