@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
+import time
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -251,3 +254,45 @@ def test_the_cli_works_without_the_server_extra() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     exit_code, message = done.stdout.strip().split(" ", 1)
     assert exit_code == "1" and "pip install 'crossrank[server]'" in message
+
+
+# --------------------------------------------------------------------------- Ctrl-C in Ray commands
+
+
+def test_ctrl_c_whose_clean_up_hangs_exits_130_after_the_grace() -> None:
+    from crossrank import cli
+
+    exits: list[int] = []
+    fired = threading.Event()
+    before = signal.getsignal(signal.SIGINT)
+
+    def hard_exit(code: int) -> None:
+        exits.append(code)
+        fired.set()
+
+    with pytest.raises(KeyboardInterrupt), cli._bounded_interrupt(0.2, hard_exit=hard_exit):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        finally:  # a clean-up that outlasts the grace
+            assert fired.wait(10)
+    assert exits == [130]
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_second_ctrl_c_exits_at_once_and_a_quick_clean_up_never_does() -> None:
+    from crossrank import cli
+
+    exits: list[int] = []
+    with pytest.raises(KeyboardInterrupt), cli._bounded_interrupt(60, hard_exit=exits.append):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        finally:
+            assert exits == []
+            signal.raise_signal(signal.SIGINT)  # the second Ctrl-C, during the clean-up
+            assert exits == [130]
+    with pytest.raises(KeyboardInterrupt), cli._bounded_interrupt(0.2, hard_exit=exits.append):
+        signal.raise_signal(signal.SIGINT)  # clean-up done at once: the deadline is cancelled
+    with cli._bounded_interrupt(0.2, hard_exit=exits.append):
+        pass
+    time.sleep(0.5)
+    assert exits == [130]

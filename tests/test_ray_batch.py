@@ -210,6 +210,65 @@ def _command(input_path: Path, output: Path, model: Path, *extra: str) -> list[s
     ]  # fmt: skip
 
 
+def _ray_pids() -> set[int]:
+    found = subprocess.run(["pgrep", "-f", "gcs_server|raylet"], capture_output=True, text=True)
+    return {int(pid) for pid in found.stdout.split()}
+
+
+def _interrupt_after_shards(process: subprocess.Popen, parts: Path, shards: int) -> None:
+    deadline = time.monotonic() + 150
+    while len(list(parts.glob("shard-*.json"))) < shards:
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no shard finished in time"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+
+
+@pytest.mark.real_model
+def test_ctrl_c_exits_within_the_grace_even_if_rays_shutdown_hangs(
+    fixture_model_dir: Path, shared_dir: Path, tmp_path: Path
+) -> None:
+    """A clean-up that never ends (here ``ray.shutdown``, made to hang) can't keep the command alive:
+    it exits 130 once the grace is spent, and the local Ray it started goes with it."""
+    source = shared_dir / "data" / "trec-dl-2019-passage" / "bm25_top100.jsonl"
+    output = tmp_path / "out.jsonl"
+    command = _command(source, output, fixture_model_dir)
+    hang = (
+        "import sys, time, ray; ray.shutdown = lambda *a, **k: time.sleep(3600); "
+        "import crossrank.cli as cli; cli.INTERRUPT_GRACE_S = 3.0; sys.argv = ['crossrank', *sys.argv[1:]]; "
+        "cli.main()"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "RAY_AUTH_MODE": "disabled"}
+    before = _ray_pids()
+    process = subprocess.Popen(
+        [sys.executable, "-c", hang, *command[3:]],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _interrupt_after_shards(process, tmp_path / "out.jsonl.parts", 3)
+        started = _ray_pids() - before
+        interrupted = time.monotonic()
+        process.wait(timeout=60)
+        waited = time.monotonic() - interrupted
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    log = process.stdout.read()
+    assert process.returncode == 130 and "interrupted" in log, log[-3000:]
+    assert 3.0 <= waited < 30, waited  # the grace was given, and was the bound
+    assert started  # the command's own local Ray ...
+    deadline = time.monotonic() + 30
+    while started & _ray_pids():  # ... is gone with it
+        assert time.monotonic() < deadline, f"Ray processes left behind: {started & _ray_pids()}"
+        time.sleep(0.2)
+    assert not output.exists()
+
+
 @pytest.mark.real_model
 def test_interrupted_run_resumes_without_rescoring_or_losing_pairs(
     fixture_model_dir: Path, fixture_reranker: Reranker, shared_dir: Path, tmp_path: Path
@@ -234,12 +293,7 @@ def test_interrupted_run_resumes_without_rescoring_or_losing_pairs(
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 150
-        while len(list(parts.glob("shard-*.json"))) < 3:
-            assert first.poll() is None, first.stdout.read()[-3000:]
-            assert time.monotonic() < deadline, "no shard finished in time"
-            time.sleep(0.05)
-        first.send_signal(signal.SIGINT)
+        _interrupt_after_shards(first, parts, 3)
         first.wait(timeout=60)
     finally:
         if first.poll() is None:

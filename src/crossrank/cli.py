@@ -18,7 +18,9 @@ import inspect
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import types
 import typing
@@ -299,6 +301,51 @@ def _errors_reported() -> Iterator[None]:
         yield
     except (CrossrankError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None
+
+
+#: Seconds a Ctrl-C leaves a Ray command to clean up (stop its actors, shut its local Ray down)
+#: before the process exits anyway; finished shards are already on disk by then.
+INTERRUPT_GRACE_S = 15.0
+
+
+@contextmanager
+def _bounded_interrupt(
+    grace_s: float | None = None, *, hard_exit: Callable[[int], Any] = os._exit
+) -> Iterator[None]:
+    """Ctrl-C inside the block raises ``KeyboardInterrupt`` as usual, and arms a deadline: if the
+    clean-up it starts (Ray Data's executor, ``ray.shutdown``) is still running ``grace_s`` seconds
+    later (default :data:`INTERRUPT_GRACE_S`), or a second Ctrl-C comes, the process exits with 130
+    at once. A local Ray started by the
+    process goes with it (Ray ties its processes' fate to the driver's). Outside the main thread
+    (where signal handlers can't be set) the block runs unguarded.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    grace = INTERRUPT_GRACE_S if grace_s is None else grace_s
+    deadline: list[threading.Timer] = []
+
+    def on_interrupt(signum: int, frame: types.FrameType | None) -> None:
+        if deadline:  # the second Ctrl-C: don't wait for the clean-up
+            hard_exit(130)
+            return
+        err_console.print(
+            f"[yellow]interrupted[/]: stopping (finished work is kept; Ctrl-C again, or {grace:g} s, "
+            "to exit at once)"
+        )
+        timer = threading.Timer(grace, hard_exit, args=(130,))
+        timer.daemon = True
+        deadline.append(timer)
+        timer.start()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for timer in deadline:
+            timer.cancel()
 
 
 def _emit(payload: dict[str, Any], *, json_output: bool, output: Path | None) -> None:
@@ -938,9 +985,6 @@ def serve(
 
 def _serve_on_ray(config: RerankerConfig, server_config: Any, ray_config: Any, verbose: bool) -> None:
     """``serve --ray``: deploy the app on Ray Serve, then wait for Ctrl-C or SIGTERM and shut it down."""
-    import signal
-    import threading
-
     stop = threading.Event()
     with _errors_reported():
         from crossrank.ray._runtime import ray_cluster, require_serve
@@ -1022,6 +1066,7 @@ def rerank_batch_command(
         from crossrank.ray.batch import rerank_batch
 
         with (
+            _bounded_interrupt(),
             _Progress() as bar,
             ray_cluster(ray_config, logging_level=logging.INFO if verbose else logging.WARNING),
         ):
