@@ -100,6 +100,34 @@ def test_ready_onnx_file_in_the_model_folder(
         Reranker(folder, backend="onnx", onnx_file="onnx/missing.onnx")
 
 
+def test_ready_dynamic_int8_file_is_known_by_its_graph_and_never_mixes_requests(
+    tiny_model_dir: Path, tiny_onnx: Reranker, tmp_path: Path
+) -> None:
+    """A ready-made dynamic int8 file (optimum's ``model_qint8_*.onnx``) quantises activations per
+    batch whatever ``quantize`` says: its graph tells, so its requests are kept apart like int8's."""
+    from crossrank.backends.onnx_backend import quantizes_per_batch
+
+    built = Reranker(tiny_model_dir, backend="onnx", quantize="int8", threads=1)
+    folder = tmp_path / "model-with-onnx"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "onnx").mkdir()
+    shutil.copy(built.engine.path, folder / "onnx" / "model_qint8.onnx")
+    shutil.copy(tiny_onnx.engine.path, folder / "onnx" / "model.onnx")
+    assert quantizes_per_batch(folder / "onnx" / "model_qint8.onnx")
+    assert not quantizes_per_batch(folder / "onnx" / "model.onnx")
+
+    shipped = Reranker(folder, backend="onnx", onnx_file="onnx/model_qint8.onnx", threads=1)
+    assert not shipped.engine.batch_invariant and shipped.batch_size == 4
+    assert Reranker(folder, backend="onnx", onnx_file="onnx/model.onnx").engine.batch_invariant
+    requests = [
+        (QUERY, DOCS),
+        ("a longer query about the fleas of cats and dogs", DOCS[::-1] * 3),
+        ("x", DOCS[:1]),
+    ]
+    together = shipped.score_batch(requests)
+    assert together == [shipped.score(query, docs) for query, docs in requests]  # bit for bit
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [

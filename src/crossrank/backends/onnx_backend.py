@@ -36,7 +36,7 @@ from crossrank.errors import (
 )
 from crossrank.model_source import ModelSource
 
-__all__ = ["OnnxBackend", "onnx_cache_dir"]
+__all__ = ["OnnxBackend", "onnx_cache_dir", "quantizes_per_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,9 @@ class OnnxBackend:
             pad_token_id=pad_token_id,
             device=running,
             path=path,
-            quantized=quantize == "int8",
+            # A ready-made file says itself whether it quantises activations per batch (optimum's
+            # and ORT's dynamic int8 files do), whatever ``quantize`` says.
+            quantized=quantize == "int8" or (onnx_file is not None and quantizes_per_batch(path)),
         )
 
     @property
@@ -258,6 +260,30 @@ class OnnxBackend:
         with self._lock:  # one run at a time: ORT already spreads one run over the cores
             (logits,) = self._session.run(["logits"], feed)
         return np.asarray(logits, dtype=np.float32).reshape(-1)
+
+
+#: Operators of ORT's dynamic quantisation: they compute an activation scale from the whole batch
+#: tensor at run time, so a row's result depends on its batch-mates.
+_PER_BATCH_OPS = frozenset(
+    {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "QAttention", "DynamicQuantizeLSTM"}
+)
+
+
+def quantizes_per_batch(path: Path) -> bool:
+    """Whether the ONNX graph at ``path`` quantises activations with a scale computed per batch.
+
+    Such a graph (``quantize_dynamic``'s, optimum's ``model_qint8_*.onnx``) scores a row
+    differently with different batch-mates, so :meth:`crossrank.Reranker.score_batch` must not mix
+    requests in its batches; a graph whose scales are fixed (fp32, or static int8) may.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    nodes = list(graph.node)
+    for node in nodes:  # ops inside control-flow subgraphs too
+        for attribute in node.attribute:
+            nodes += [*attribute.g.node] + [n for g in attribute.graphs for n in g.node]
+    return any(node.op_type in _PER_BATCH_OPS for node in nodes)
 
 
 def _tokenizer_settings(model_dir: Path, config: dict[str, Any], name: str) -> tuple[Tokenizer, int, int]:
