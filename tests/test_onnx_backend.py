@@ -86,6 +86,58 @@ def test_int8_runs_and_is_cached_separately(tiny_model_dir: Path, tiny_onnx: Rer
     assert int8.batch_size == 4 and tiny_onnx.batch_size == 32  # int8: one activation scale per batch
 
 
+def test_static_int8_is_cached_apart_and_mixes_requests_bit_for_bit(
+    tiny_model_dir: Path, tiny_onnx: Reranker
+) -> None:
+    """Static int8 fixes its activation scales at export: no op computes a scale from the batch, so
+    requests share batches (length-sorted together) and each still scores exactly as alone."""
+    import random
+
+    import onnx
+
+    from crossrank.backends.onnx_backend import quantizes_per_batch
+
+    static = Reranker(tiny_model_dir, backend="onnx", quantize="int8-static", threads=1)
+    dynamic = Reranker(tiny_model_dir, backend="onnx", quantize="int8", threads=1)
+    assert static.engine.path.name == "model_optimized_qint8_static.onnx"
+    assert len({static.engine.path, dynamic.engine.path, tiny_onnx.engine.path}) == 3
+    ops = {node.op_type for node in onnx.load(str(static.engine.path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and not quantizes_per_batch(static.engine.path)
+    assert static.engine.batch_invariant and static.batch_size == 16
+    assert static.to_config().quantize == "int8-static"
+    # The random model's logits hardly vary (ranking quality is tested on the trained fixture).
+    assert np.allclose(static.score(QUERY, DOCS), tiny_onnx.score(QUERY, DOCS), atol=2e-3)
+
+    words = [
+        "flea",
+        "cat",
+        "dog",
+        "year",
+        "life",
+        "blood",
+        "egg",
+        "larva",
+        "host",
+        "jump",
+        "water",
+        "bite",
+        "itch",
+    ]
+    rng = random.Random(7)
+    requests = [
+        (
+            " ".join(rng.choices(words, k=rng.randint(1, 6))),
+            [" ".join(rng.choices(words, k=rng.randint(1, 60))) for _ in range(rng.randint(1, 12))],
+        )
+        for _ in range(12)
+    ]
+    alone = [static.score(query, docs) for query, docs in requests]
+    for _ in range(4):  # random mixes: which requests share a call, in which order
+        picked = rng.sample(range(len(requests)), rng.randint(2, len(requests)))
+        together = static.score_batch([requests[i] for i in picked])
+        assert together == [alone[i] for i in picked]
+
+
 def test_ready_onnx_file_in_the_model_folder(
     tiny_model_dir: Path, tiny_onnx: Reranker, tmp_path: Path
 ) -> None:
@@ -152,14 +204,19 @@ def test_fixture_onnx_parity_and_int8_ranking(
 ) -> None:
     fp32 = Reranker(fixture_model_dir, backend="onnx")
     int8 = Reranker(fixture_model_dir, backend="onnx", quantize="int8")
-    worst, correlations = 0.0, []
+    static = Reranker(fixture_model_dir, backend="onnx", quantize="int8-static")
+    worst, correlations, static_correlations = 0.0, [], []
     for row in dl19_top20[:8]:
         texts = [hit["text"] for hit in row["hits"]]
         reference = np.array(fixture_reranker.score(row["query"], texts))
         worst = max(worst, float(np.max(np.abs(np.array(fp32.score(row["query"], texts)) - reference))))
         correlations.append(np.corrcoef(reference, int8.score(row["query"], texts))[0, 1])
+        static_correlations.append(np.corrcoef(reference, static.score(row["query"], texts))[0, 1])
     assert worst <= 1e-4
-    assert np.mean(correlations) > 0.95  # int8 keeps the ranking; quality is measured by crossrank eval
+    # int8 keeps the ranking; quality is measured by crossrank eval
+    assert np.mean(correlations) > 0.95 and np.mean(static_correlations) > 0.95
+    requests = [(row["query"], [hit["text"] for hit in row["hits"]]) for row in dl19_top20[:12]]
+    assert static.score_batch(requests) == [static.score(q, docs) for q, docs in requests]  # mixed, exact
 
 
 def test_export_recipe_layer_norm_gelu_and_7_bit_weights(tiny_onnx: Reranker, tiny_model_dir: Path) -> None:

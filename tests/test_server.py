@@ -452,7 +452,7 @@ def test_blank_texts_rank_last_in_both_shapes(tiny_api) -> None:
 
 
 def test_batching_defaults_to_what_the_engine_can_use(tiny_model_dir, tmp_path, monkeypatch) -> None:
-    """On for engines whose batches may mix requests; off for int8 (whose batches never mix them)."""
+    """On for engines whose batches may mix requests (static int8 too); off for dynamic int8."""
     from crossrank.server.app import batching_enabled
 
     monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path))
@@ -463,3 +463,5 @@ def test_batching_defaults_to_what_the_engine_can_use(tiny_model_dir, tmp_path, 
     assert batching_enabled(int8, ServerConfig(batching=True)) is True
     assert batching_enabled(torch_reranker, ServerConfig(batching=False)) is False
     assert create_app(int8, ServerConfig()).state.crossrank.batcher.enabled is False
+    static = Reranker(tiny_model_dir, backend="onnx", quantize="int8-static")
+    assert batching_enabled(static, ServerConfig()) is True

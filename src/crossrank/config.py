@@ -37,6 +37,7 @@ __all__ = [
     "ENV_PREFIX",
     "OPTION_GROUPS",
     "PER_CALL_OPTIONS",
+    "Quantize",
     "RerankerConfig",
     "check_option",
     "env_name",
@@ -77,6 +78,12 @@ PER_CALL_OPTIONS: tuple[str, ...] = OPTION_GROUPS["ranking"]
 def env_name(field: str) -> str:
     """The environment variable of a field: ``env_name("top_n") == "CROSSRANK_TOP_N"``."""
     return f"{ENV_PREFIX}{field.upper()}"
+
+
+#: ONNX int8 recipes: ``int8`` quantises activations with scales computed per batch (a row's score
+#: moves with its batch-mates, so requests never share a batch); ``int8-static`` with scales fixed
+#: at export, calibrated on the package's demo corpus (rows are independent: requests may share).
+Quantize = Literal["int8", "int8-static"]
 
 
 class RerankerConfig(BaseSettings):
@@ -125,7 +132,9 @@ class RerankerConfig(BaseSettings):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="torch: compute precision; auto is fp16 on CUDA, fp32 on CPU."
     )
-    quantize: Literal["int8"] | None = Field(None, description="onnx: int8 dynamic quantisation.")
+    quantize: Quantize | None = Field(
+        None, description="onnx: int8 (dynamic: scales per batch) or int8-static (fixed scales)."
+    )
     onnx_file: str | None = Field(
         None, description="onnx: a ready ONNX file inside the model folder or repo."
     )

@@ -23,7 +23,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from crossrank.backends import Backend, load_backend
-from crossrank.config import DEFAULT_MODEL, RerankerConfig, check_option
+from crossrank.config import DEFAULT_MODEL, Quantize, RerankerConfig, check_option
 from crossrank.encoding import PairEncoder
 from crossrank.errors import DocumentTypeError, EmptyQueryError, InvalidArgumentError, ScoringError
 from crossrank.model_source import resolve_model_source
@@ -96,13 +96,16 @@ class Reranker:
         device (str, optional): ``"cpu"``, ``"cuda"``, ``"cuda:1"``... Defaults to CUDA if present.
         precision (str): torch: ``"fp32"``, ``"fp16"`` (autocast, CUDA only), ``"bf16"`` or
             ``"auto"`` (fp16 on CUDA, fp32 on CPU).
-        quantize (str, optional): onnx: ``"int8"`` runs dynamically quantised int8 weights.
+        quantize (str, optional): onnx: ``"int8"`` runs dynamically quantised int8 (activation
+            scales per batch, so requests never share a batch); ``"int8-static"`` fixes the scales
+            at export (calibrated on the package's demo corpus), so a row's score is the same in any
+            batch and requests share batches, as fp32's do.
         onnx_file (str, optional): onnx: a ready ONNX file in the model folder or repo, loaded as is.
         threads (int, optional): Threads of one forward pass. Defaults to the CPUs this process
             may use. torch's count is process-wide (see :mod:`crossrank.backends.torch_backend`).
         batch_size (int, optional): Most pairs per forward pass (a ceiling: pairs are sorted by
             length and cut into the batches that pad least). Defaults to the backend's: 32 on CPU,
-            128 on CUDA, 4 with ``quantize="int8"``.
+            128 on CUDA, 4 with ``quantize="int8"``, 16 with ``"int8-static"``.
         max_length (int, optional): Most tokens per (query, document) pair. Longer pairs are cut
             **on the document side only** (a query over half of it is cut to half, with a
             warning). Defaults to the model's own limit (512 for the MS MARCO models).
@@ -158,7 +161,7 @@ class Reranker:
         backend: str | Backend = "torch",
         device: str | None = None,
         precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto",
-        quantize: Literal["int8"] | None = None,
+        quantize: Quantize | None = None,
         onnx_file: str | None = None,
         threads: int | None = None,
         batch_size: int | None = None,

@@ -1,10 +1,11 @@
 """ONNX Runtime backend: fp32 or int8, no torch at scoring time.
 
-On first use the model is exported to ONNX, optimised and (with ``quantize="int8"``) quantised;
-the files are cached under ``CROSSRANK_CACHE`` (default ``~/.cache/crossrank``) in a folder
-keyed by the model's config and weight files (see :func:`_fingerprint`), so later starts load
-the ONNX file directly, without importing torch. A repo that ships ONNX files can be used as is
-with ``onnx_file=`` (e.g. ``"onnx/model_qint8_avx512_vnni.onnx"``).
+On first use the model is exported to ONNX, optimised and (with ``quantize="int8"`` or
+``"int8-static"``) quantised; the files are cached under ``CROSSRANK_CACHE`` (default
+``~/.cache/crossrank``) in a folder keyed by the model's config and weight files (see
+:func:`_fingerprint`), so later starts load the ONNX file directly, without importing torch. A
+repo that ships ONNX files can be used as is with ``onnx_file=`` (e.g.
+``"onnx/model_qint8_avx512_vnni.onnx"``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
+import typing
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from crossrank.config import Quantize
 from crossrank.encoding import EncodedBatch
 from crossrank.errors import (
     BackendUnavailableError,
@@ -124,7 +127,8 @@ class OnnxBackend:
         pad_token_id: int,
         device: str,
         path: Path,
-        quantized: bool = False,
+        quantize: str | None = None,
+        per_batch_scales: bool | None = None,
     ) -> None:
         self._session = session
         self._inputs = [node.name for node in session.get_inputs()]
@@ -138,13 +142,21 @@ class OnnxBackend:
         #: ONNX Runtime costs ~1-2 ms per run on CPU (10-20 tokens' worth for MiniLM-L6), so tight
         #: batches win; on CUDA, as for torch, few wide batches (not measured yet).
         self.batch_overhead_tokens = 4096 if device.startswith("cuda") else 32
-        # int8 activations are quantised with one scale per batch tensor, so the batch's largest
-        # activation sets every row's resolution. On DL19's BM25 top 100 (MiniLM-L6 fixture),
-        # nDCG@10 was 0.5365 with batches of 32, 0.5459 with 8, 0.5460 with 4 and 0.5491 with 1
-        # (fp32: 0.5495), at the same docs/s down to 4 (111 vs 106): so int8 batches hold 4 pairs.
-        self.default_batch_size = 4 if quantized else (128 if device.startswith("cuda") else 32)
-        #: int8 activations are quantised per batch: a row's logit moves with its batch-mates.
-        self.batch_invariant = not quantized
+        if per_batch_scales is None:
+            per_batch_scales = quantize == "int8"
+        # Dynamic int8 activations are quantised with one scale per batch tensor, so the batch's
+        # largest activation sets every row's resolution. On DL19's BM25 top 100 (MiniLM-L6
+        # fixture), nDCG@10 was 0.5365 with batches of 32, 0.5459 with 8, 0.5460 with 4 and 0.5491
+        # with 1 (fp32: 0.5495), at the same docs/s down to 4 (111 vs 106): so they hold 4 pairs.
+        # Static int8 (fixed scales) ran fastest with 16 (DL19 top 20: 6.6 s, 6.8 with 8 or 32).
+        if per_batch_scales:
+            self.default_batch_size = 4
+        elif quantize == "int8-static":
+            self.default_batch_size = 16
+        else:
+            self.default_batch_size = 128 if device.startswith("cuda") else 32
+        #: Dynamic int8 activations are quantised per batch: a row's logit moves with its batch-mates.
+        self.batch_invariant = not per_batch_scales
 
     @classmethod
     def load(
@@ -166,7 +178,7 @@ class OnnxBackend:
         Args:
             source: Where the model is.
             device: ``"cpu"`` (default) or ``"cuda"`` (needs ``onnxruntime-gpu``).
-            quantize: None for fp32, ``"int8"`` for dynamic int8 weights.
+            quantize: None for fp32, ``"int8"`` for dynamic int8, ``"int8-static"`` for static int8.
             onnx_file: Path inside the model folder/repo of a ready ONNX file to use as is.
             threads: ONNX Runtime intra-op threads. Defaults to the CPUs this process may use
                 (:func:`crossrank.cpus.usable_cpus`).
@@ -181,8 +193,10 @@ class OnnxBackend:
             raise BackendUnavailableError(
                 "backend='onnx' needs onnxruntime: pip install 'crossrank[onnx]'"
             ) from err
-        if quantize not in (None, "int8"):
-            raise InvalidArgumentError(f"quantize must be None or 'int8', got {quantize!r}")
+        if quantize is not None and quantize not in typing.get_args(Quantize):
+            raise InvalidArgumentError(
+                f"quantize must be None or one of {list(typing.get_args(Quantize))}, got {quantize!r}"
+            )
         if trust_remote_code or model_kwargs:
             raise InvalidArgumentError("trust_remote_code and model_kwargs apply to backend='torch' only")
 
@@ -244,9 +258,10 @@ class OnnxBackend:
             pad_token_id=pad_token_id,
             device=running,
             path=path,
+            quantize=quantize,
             # A ready-made file says itself whether it quantises activations per batch (optimum's
             # and ORT's dynamic int8 files do), whatever ``quantize`` says.
-            quantized=quantize == "int8" or (onnx_file is not None and quantizes_per_batch(path)),
+            per_batch_scales=quantize == "int8" or (onnx_file is not None and quantizes_per_batch(path)),
         )
 
     @property
@@ -312,6 +327,14 @@ def _tokenizer_settings(model_dir: Path, config: dict[str, Any], name: str) -> t
     return tokenizer, int(pad_id), positions
 
 
+#: The cached file of each recipe (``quantize``), in the model's cache folder.
+_CACHED_FILES: dict[str | None, str] = {
+    None: "model_optimized.onnx",
+    "int8": "model_optimized_qint8.onnx",
+    "int8-static": "model_optimized_qint8_static.onnx",
+}
+
+
 def _cached_onnx(
     model_dir: Path, name: str, config: dict[str, Any], quantize: str | None, *, rebuild: bool = False
 ) -> Path:
@@ -330,8 +353,7 @@ def _cached_onnx(
     """
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip("./")).strip("-")[-60:] or "model"
     folder = onnx_cache_dir() / f"{safe}-{_fingerprint(model_dir)}"
-    fp32, int8 = folder / "model_optimized.onnx", folder / "model_optimized_qint8.onnx"
-    wanted = int8 if quantize == "int8" else fp32
+    wanted = folder / _CACHED_FILES[quantize]
     _sweep_builds(onnx_cache_dir().glob(f"*/{_BUILD_PREFIX}*"))
     if rebuild:
         _discard(wanted, None)
