@@ -1,13 +1,14 @@
 """`crossrank serve` under load: docs/s and latency against concurrent clients, batching on and off.
 
-For each backend (torch fp32, onnx int8) the script first measures the **offline ceiling** in
-this process: the 43 TREC DL 2019 queries x BM25 top 20 scored with ``Reranker.score_batch``
-(docs/s). Then, for each setting, it starts ``crossrank serve`` as its own process on a free
-loopback port, and drives it for ``--seconds`` with 1, 8 and 32 concurrent clients, each sending
-one 20-document DL19 request (TEI shape) after another. It reports docs/s, p50/p99 latency,
-errors, and the ratio to the ceiling, then draws throughput and p99 against clients.
+For each backend (torch fp32, onnx int8 dynamic, onnx int8 static) the script first measures the
+**offline ceiling** in this process: the 43 TREC DL 2019 queries x BM25 top 20 scored with
+``Reranker.score_batch`` (docs/s). Then, for each setting, it starts ``crossrank serve`` as its own
+process on a free loopback port, and drives it for ``--seconds`` with 1, 8 and 32 concurrent
+clients, each sending one 20-document DL19 request (TEI shape) after another. It reports docs/s,
+p50/p99 latency, errors, and the ratio to the ceiling, then draws throughput and p99 against
+clients.
 
-    python benchmarks/server_load.py                       # ~6 minutes on 2 cores
+    python benchmarks/server_load.py                       # ~9 minutes on 2 cores
     python benchmarks/server_load.py --backends int8 --clients 1,8 --seconds 10
 """
 
@@ -31,9 +32,18 @@ from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("CROSSRANK_SHARED", HERE.parent.parent / "shared"))
-BACKENDS = {"torch": ["--backend", "torch"], "int8": ["--backend", "onnx", "--quantize", "int8"]}
+#: Each backend's Reranker options; the server's command-line flags are derived from them.
+BACKENDS: dict[str, dict[str, str]] = {
+    "torch": {},
+    "int8": {"backend": "onnx", "quantize": "int8"},
+    "int8-static": {"backend": "onnx", "quantize": "int8-static"},
+}
 console = Console(width=None if sys.stdout.isatty() else 160)
-COLORS = {"torch": "tab:red", "int8": "tab:blue"}
+COLORS = {"torch": "tab:red", "int8": "tab:blue", "int8-static": "tab:green"}
+
+
+def flags(backend: str) -> list[str]:
+    return [arg for name, value in BACKENDS[backend].items() for arg in (f"--{name}", value)]
 
 
 def load_requests(depth: int = 20) -> list[tuple[str, list[str]]]:
@@ -46,8 +56,7 @@ def offline_ceiling(model: str, backend: str, requests, rounds: int = 3) -> floa
     """docs/s of ``score_batch`` over all requests at once: what the server can at best approach."""
     from crossrank import Reranker
 
-    options = {"torch": {}, "int8": {"backend": "onnx", "quantize": "int8"}}[backend]
-    reranker = Reranker(model, device="cpu", **options)
+    reranker = Reranker(model, device="cpu", **BACKENDS[backend])
     reranker.score_batch(requests[:4])  # warm-up
     docs = sum(len(texts) for _, texts in requests)
     times = []
@@ -67,7 +76,7 @@ def free_port() -> int:
 def start_server(model: str, backend: str, batching: bool) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "crossrank", "serve", "--model", model, "--port", str(port)]
-    command += BACKENDS[backend] + ["--batching" if batching else "--no-batching"]
+    command += [*flags(backend), "--batching" if batching else "--no-batching"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -179,10 +188,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default=str(SHARED / "models" / "crossrank-fixture-minilm-l6"))
-    parser.add_argument("--backends", default="torch,int8")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--seconds", type=float, default=20.0, help="load per setting")
-    parser.add_argument("--no-batching-for", default="torch,int8", help="backends also run with batching off")
+    parser.add_argument(
+        "--no-batching-for", default=",".join(BACKENDS), help="backends also run with batching off"
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--plot", type=Path, help="write the plot (PNG) here")
     args = parser.parse_args()

@@ -142,7 +142,9 @@ class RerankerConfig(BaseSettings):
         None, description="Threads per forward pass; default: the CPUs this process may use."
     )
     batch_size: PositiveInt | None = Field(
-        None, description="Most pairs per forward pass; default: 32 on CPU, 128 on CUDA, 4 for int8."
+        None,
+        description="Most pairs per forward pass; default: 32 on CPU, 128 on CUDA, 4 for int8, "
+        "16 for int8-static.",
     )
     max_length: PositiveInt | None = Field(
         None, description="Most tokens per (query, document) pair; default: the model's limit."

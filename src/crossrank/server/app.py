@@ -222,8 +222,9 @@ class _State:
 
 def batching_enabled(reranker: Reranker, config: ServerConfig) -> bool:
     """Whether the server merges requests: as configured, else on for engines whose batches may mix
-    requests. int8 batches never mix them (scores would move with batch-mates), so merging saves
-    nothing there, and measured, the server was faster without the batcher (docs/serving.md)."""
+    requests (fp32, static int8). Dynamic int8 batches never mix them (scores would move with
+    batch-mates), so merging saves nothing there, and measured, the server was no faster with the
+    batcher (docs/serving.md)."""
     if config.batching is not None:
         return config.batching
     return bool(getattr(reranker.engine, "batch_invariant", True))
