@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared"
+SHARED = Path(os.environ.get("CROSSRANK_SHARED", HERE.parent.parent / "shared"))
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
@@ -68,7 +68,6 @@ def main() -> None:
         shutil.copytree(args.model, folder)
         (folder / "onnx").mkdir()
         config = json.loads((folder / "config.json").read_text())
-        raw = work / "raw.onnx"
         with console.status("exporting, fusing and calibrating the static int8 files"):
             started = time.perf_counter()
             variants = {

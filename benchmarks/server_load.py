@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("CROSSRANK_SHARED", HERE.parent.parent / "shared"))
 #: Each backend's Reranker options; the server's command-line flags are derived from them.
 BACKENDS: dict[str, dict[str, str]] = {
-    "torch": {},
+    "torch": {"backend": "torch"},
     "int8": {"backend": "onnx", "quantize": "int8"},
     "int8-static": {"backend": "onnx", "quantize": "int8-static"},
 }

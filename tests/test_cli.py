@@ -290,9 +290,29 @@ def test_second_ctrl_c_exits_at_once_and_a_quick_clean_up_never_does() -> None:
             assert exits == []
             signal.raise_signal(signal.SIGINT)  # the second Ctrl-C, during the clean-up
             assert exits == [130]
-    with pytest.raises(KeyboardInterrupt), cli._bounded_interrupt(0.2, hard_exit=exits.append):
+    with pytest.raises(KeyboardInterrupt), cli._bounded_interrupt(1.0, hard_exit=exits.append):
         signal.raise_signal(signal.SIGINT)  # clean-up done at once: the deadline is cancelled
-    with cli._bounded_interrupt(0.2, hard_exit=exits.append):
+    with cli._bounded_interrupt(1.0, hard_exit=exits.append):
         pass
-    time.sleep(0.5)
+    time.sleep(1.5)
     assert exits == [130]
+
+
+def test_the_guard_is_off_outside_the_crossrank_process() -> None:
+    """Run in-process (CliRunner, a notebook), a Ctrl-C must never end the host with os._exit."""
+    from crossrank import cli
+
+    before = signal.getsignal(signal.SIGINT)
+    assert not cli._AS_COMMAND  # pytest is not the crossrank command
+    with cli._bounded_interrupt(0.1):
+        assert signal.getsignal(signal.SIGINT) is before  # nothing armed
+
+    def in_a_thread() -> None:
+        with cli._bounded_interrupt(0.1, hard_exit=lambda code: None):
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    seen: list = []
+    worker = threading.Thread(target=in_a_thread)
+    worker.start()
+    worker.join()
+    assert seen == [before]  # signal handlers belong to the main thread

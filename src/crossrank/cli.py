@@ -303,6 +303,9 @@ def _errors_reported() -> Iterator[None]:
         raise _fail(err) from None
 
 
+#: Set by :func:`main`: only the ``crossrank`` process itself may be ended with ``os._exit``, never
+#: a host that runs a command in-process (typer's CliRunner, a notebook).
+_AS_COMMAND = False
 #: Seconds a Ctrl-C leaves a Ray command to clean up (stop its actors, shut its local Ray down)
 #: before the process exits anyway; finished shards are already on disk by then.
 INTERRUPT_GRACE_S = 15.0
@@ -317,9 +320,11 @@ def _bounded_interrupt(
     later (default :data:`INTERRUPT_GRACE_S`), or a second Ctrl-C comes, the process exits with 130
     at once. A local Ray started by the
     process goes with it (Ray ties its processes' fate to the driver's). Outside the main thread
-    (where signal handlers can't be set) the block runs unguarded.
+    (where signal handlers can't be set), and outside the ``crossrank`` process unless a
+    ``hard_exit`` is given, the block runs unguarded.
     """
-    if threading.current_thread() is not threading.main_thread():
+    own_process = _AS_COMMAND or hard_exit is not os._exit
+    if threading.current_thread() is not threading.main_thread() or not own_process:
         yield
         return
     grace = INTERRUPT_GRACE_S if grace_s is None else grace_s
@@ -343,7 +348,8 @@ def _bounded_interrupt(
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        # None: the previous handler wasn't set from Python; the default is the closest to it.
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
         for timer in deadline:
             timer.cancel()
 
@@ -1065,28 +1071,31 @@ def rerank_batch_command(
         require_ray()
         from crossrank.ray.batch import rerank_batch
 
-        with (
-            _bounded_interrupt(),
-            _Progress() as bar,
-            ray_cluster(ray_config, logging_level=logging.INFO if verbose else logging.WARNING),
-        ):
-            task: list[int] = []
+        try:
+            with (
+                _bounded_interrupt(),
+                _Progress() as bar,
+                ray_cluster(ray_config, logging_level=logging.INFO if verbose else logging.WARNING),
+            ):
+                task: list[int] = []
 
-            def progress(done: int, total: int, pairs: int) -> None:
-                if not task:
-                    task.append(bar.add_task(f"reranking {input_path.name} (shards)", total=total))
-                bar.update(task[0], completed=done)
+                def progress(done: int, total: int, pairs: int) -> None:
+                    if not task:
+                        task.append(bar.add_task(f"reranking {input_path.name} (shards)", total=total))
+                    bar.update(task[0], completed=done)
 
-            report = rerank_batch(
-                input_path,
-                output,
-                reranker=config,
-                ray_config=ray_config,
-                top_n=top_n,
-                run=run,
-                overwrite=overwrite,
-                progress=progress,
-            )
+                report = rerank_batch(
+                    input_path,
+                    output,
+                    reranker=config,
+                    ray_config=ray_config,
+                    top_n=top_n,
+                    run=run,
+                    overwrite=overwrite,
+                    progress=progress,
+                )
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None  # the shell's code for Ctrl-C, whatever typer's version
     payload = report.to_dict()
     if json_output:
         typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
@@ -1119,5 +1128,7 @@ def rerank_batch_command(
 
 def main() -> None:
     """Entry point of the ``crossrank`` command."""
+    global _AS_COMMAND
+    _AS_COMMAND = True
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()

@@ -223,7 +223,7 @@ class RerankerConfig(BaseSettings):
         if self.backend == "onnx" and self.precision not in ("auto", "fp32"):
             raise ValueError(
                 f"precision={self.precision!r} applies to backend='torch'; backend='onnx' runs fp32, "
-                "or int8 with quantize='int8'"
+                "or int8 with quantize='int8' or 'int8-static'"
             )
         if self.backend == "onnx" and self.trust_remote_code:
             raise ValueError("trust_remote_code applies to backend='torch' only")

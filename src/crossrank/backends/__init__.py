@@ -39,9 +39,10 @@ class Backend(Protocol):
             planner (:func:`crossrank.encoding.plan_batches`) trades padding against passes with it.
         default_batch_size: Most pairs per forward pass when the user sets no ``batch_size``.
         batch_invariant: True when a row's logit does not depend on its batch-mates beyond float
-            rounding (fp32, fp16). False for engines that quantise activations per batch (ONNX
-            int8): crossrank then never puts pairs of different requests in one batch, so a
-            request scores the same whatever it is batched with. Optional; defaults to True.
+            rounding (fp32, fp16, ONNX int8-static). False for engines that quantise activations
+            per batch (ONNX dynamic int8): crossrank then never puts pairs of different requests
+            in one batch, so a request scores the same whatever it is batched with. Optional;
+            defaults to True.
     """
 
     name: str

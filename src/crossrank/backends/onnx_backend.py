@@ -144,17 +144,9 @@ class OnnxBackend:
         self.batch_overhead_tokens = 4096 if device.startswith("cuda") else 32
         if per_batch_scales is None:
             per_batch_scales = quantize == "int8"
-        # Dynamic int8 activations are quantised with one scale per batch tensor, so the batch's
-        # largest activation sets every row's resolution. On DL19's BM25 top 100 (MiniLM-L6
-        # fixture), nDCG@10 was 0.5365 with batches of 32, 0.5459 with 8, 0.5460 with 4 and 0.5491
-        # with 1 (fp32: 0.5495), at the same docs/s down to 4 (111 vs 106): so they hold 4 pairs.
-        # Static int8 (fixed scales) ran fastest with 16 (DL19 top 20: 6.6 s, 6.8 with 8 or 32).
-        if per_batch_scales:
-            self.default_batch_size = 4
-        elif quantize == "int8-static":
-            self.default_batch_size = 16
-        else:
-            self.default_batch_size = 128 if device.startswith("cuda") else 32
+        # A file with per-batch scales gets int8's batches, whatever ``quantize`` named it.
+        recipe = RECIPES["int8" if per_batch_scales else quantize]
+        self.default_batch_size = recipe.batch_size or (128 if device.startswith("cuda") else 32)
         #: Dynamic int8 activations are quantised per batch: a row's logit moves with its batch-mates.
         self.batch_invariant = not per_batch_scales
 
@@ -193,7 +185,7 @@ class OnnxBackend:
             raise BackendUnavailableError(
                 "backend='onnx' needs onnxruntime: pip install 'crossrank[onnx]'"
             ) from err
-        if quantize is not None and quantize not in typing.get_args(Quantize):
+        if quantize not in RECIPES:
             raise InvalidArgumentError(
                 f"quantize must be None or one of {list(typing.get_args(Quantize))}, got {quantize!r}"
             )
@@ -259,8 +251,8 @@ class OnnxBackend:
             device=running,
             path=path,
             quantize=quantize,
-            # A ready-made file says itself whether it quantises activations per batch (optimum's
-            # and ORT's dynamic int8 files do), whatever ``quantize`` says.
+            # A ready-made file also says itself whether it quantises activations per batch
+            # (optimum's and ORT's dynamic int8 files do), even with no ``quantize`` given.
             per_batch_scales=quantize == "int8" or (onnx_file is not None and quantizes_per_batch(path)),
         )
 
@@ -277,6 +269,28 @@ class OnnxBackend:
         return np.asarray(logits, dtype=np.float32).reshape(-1)
 
 
+class Recipe(typing.NamedTuple):
+    """What each ``quantize`` value means here: its cached file, and its default batch (None: the
+    device's)."""
+
+    file: str
+    batch_size: int | None
+
+
+# Dynamic int8 activations are quantised with one scale per batch tensor, so the batch's largest
+# activation sets every row's resolution. On DL19's BM25 top 100 (MiniLM-L6 fixture), nDCG@10 was
+# 0.5365 with batches of 32, 0.5459 with 8, 0.5460 with 4 and 0.5491 with 1 (fp32: 0.5495), at the
+# same docs/s down to 4 (111 vs 106): so they hold 4 pairs. Static int8 (fixed scales) ran fastest
+# with 16 (DL19 top 20: 6.6 s, 6.8 with 8 or 32).
+#: One entry per ``quantize`` value (None is fp32); checked against :data:`crossrank.config.Quantize`.
+RECIPES: dict[str | None, Recipe] = {
+    None: Recipe("model_optimized.onnx", None),
+    "int8": Recipe("model_optimized_qint8.onnx", 4),
+    "int8-static": Recipe("model_optimized_qint8_static.onnx", 16),
+}
+assert set(RECIPES) == {None, *typing.get_args(Quantize)}, "a quantize value without a recipe"
+
+
 #: Operators of ORT's dynamic quantisation: they compute an activation scale from the whole batch
 #: tensor at run time, so a row's result depends on its batch-mates.
 _PER_BATCH_OPS = frozenset(
@@ -291,8 +305,11 @@ def quantizes_per_batch(path: Path) -> bool:
     differently with different batch-mates, so :meth:`crossrank.Reranker.score_batch` must not mix
     requests in its batches; a graph whose scales are fixed (fp32, or static int8) may.
     """
-    import onnx
-
+    try:
+        import onnx
+    except ImportError:  # onnx is only needed to export; without it, assume the cautious answer
+        logger.info("onnx is not installed, so %s can't be inspected: its requests won't be mixed.", path)
+        return True
     graph = onnx.load(str(path), load_external_data=False).graph
     nodes = list(graph.node)
     for node in nodes:  # ops inside control-flow subgraphs too
@@ -327,14 +344,6 @@ def _tokenizer_settings(model_dir: Path, config: dict[str, Any], name: str) -> t
     return tokenizer, int(pad_id), positions
 
 
-#: The cached file of each recipe (``quantize``), in the model's cache folder.
-_CACHED_FILES: dict[str | None, str] = {
-    None: "model_optimized.onnx",
-    "int8": "model_optimized_qint8.onnx",
-    "int8-static": "model_optimized_qint8_static.onnx",
-}
-
-
 def _cached_onnx(
     model_dir: Path, name: str, config: dict[str, Any], quantize: str | None, *, rebuild: bool = False
 ) -> Path:
@@ -353,7 +362,7 @@ def _cached_onnx(
     """
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip("./")).strip("-")[-60:] or "model"
     folder = onnx_cache_dir() / f"{safe}-{_fingerprint(model_dir)}"
-    wanted = folder / _CACHED_FILES[quantize]
+    wanted = folder / RECIPES[quantize].file
     _sweep_builds(onnx_cache_dir().glob(f"*/{_BUILD_PREFIX}*"))
     if rebuild:
         _discard(wanted, None)

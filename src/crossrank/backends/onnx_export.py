@@ -61,10 +61,12 @@ def build_onnx(
     and quantise (the fp32 file keeps the exact GELU). The intermediate files sit next to
     ``target`` under names private to this process and thread, and are removed whatever happens.
     """
+    if quantize not in (None, "int8", "int8-static"):
+        raise ValueError(f"no ONNX recipe for quantize={quantize!r}")
     raw = target.with_name(f"{target.stem}_raw_{os.getpid()}_{threading.get_ident()}.onnx")
     try:
         export_onnx(model_dir, raw, first_token_only=first_token_only)
-        if quantize in ("int8", "int8-static"):
+        if quantize is not None:
             fast = raw.with_name(raw.stem + "_fastgelu.onnx")
             try:
                 # Static int8 reaches attention's projections only when it is left unfused.
@@ -212,9 +214,11 @@ def quantize_onnx_int8_static(source: Path, target: Path, model_dir: Path) -> No
     :func:`build_onnx` gives it a graph with attention unfused: ORT can't quantise its fused
     Attention op statically, whose Q/K/V projection would stay fp32. Since no scale depends on
     the batch, a row's logit is the same whatever its batch-mates (bit for bit on DL19 in every
-    mix tried). On DL19's BM25 top 20 with the trained MiniLM-L6 fixture: nDCG@10 0.5571
-    (dynamic int8 0.5612, fp32 0.5591), and the 43 requests mixed in one ``score_batch`` ran
-    1.08x faster than dynamic int8's (``benchmarks/int8_static_mixing.py``).
+    mix tried on this CPU; the float ops between the MatMuls are per row). On DL19's BM25 top 20
+    with the trained MiniLM-L6 fixture: nDCG@10 0.5571 (dynamic int8 0.5612, fp32 0.5591); the 43
+    requests mixed in one ``score_batch`` ran at 0.88x and 1.06x of dynamic int8's speed in two
+    runs (``benchmarks/int8_static_mixing.py``). The calibration pairs are short (54-89 words):
+    check long chunks on your data with ``crossrank eval``.
     """
     import numpy as np
     import onnx
@@ -256,7 +260,7 @@ def quantize_onnx_int8_static(source: Path, target: Path, model_dir: Path) -> No
                 return {name: np.asarray(encoded[name], dtype=np.int64) for name in names}
 
         partial = _atomic_target(target)
-        with _without_root_warning(_PREPROCESS_ADVICE):
+        with _without_root_warning(_PREPROCESS_ADVICE), _removed_on_error(partial):
             quantize_static(
                 str(shaped),
                 str(partial),
@@ -276,6 +280,16 @@ def quantize_onnx_int8_static(source: Path, target: Path, model_dir: Path) -> No
         os.replace(partial, target)
     finally:
         shaped.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _removed_on_error(path: Path) -> Iterator[None]:
+    """Delete ``path`` if the block raises (a half-written file must not stay behind)."""
+    try:
+        yield
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 #: ORT's quantizer logs this on the root logger for every model; its pre-processing (shape
