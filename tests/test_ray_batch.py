@@ -7,6 +7,7 @@ the command itself, twice, in a subprocess that starts its own local Ray, and in
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -215,6 +217,29 @@ def _ray_pids() -> set[int]:
     return {int(pid) for pid in found.stdout.split()}
 
 
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "RAY_AUTH_MODE": "disabled"}
+
+
+@contextlib.contextmanager
+def _running(command: list[str]) -> Iterator[subprocess.Popen]:
+    """``command`` in a process group of its own, killed with its group if still running at the end."""
+    process = subprocess.Popen(
+        command,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
 def _interrupt_after_shards(process: subprocess.Popen, parts: Path, shards: int) -> None:
     deadline = time.monotonic() + 150
     while len(list(parts.glob("shard-*.json"))) < shards:
@@ -238,26 +263,13 @@ def test_ctrl_c_exits_within_the_grace_even_if_rays_shutdown_hangs(
         "import crossrank.cli as cli; cli.INTERRUPT_GRACE_S = 3.0; sys.argv = ['crossrank', *sys.argv[1:]]; "
         "cli.main()"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "RAY_AUTH_MODE": "disabled"}
     before = _ray_pids()
-    process = subprocess.Popen(
-        [sys.executable, "-c", hang, *command[3:]],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
+    with _running([sys.executable, "-c", hang, *command[3:]]) as process:
         _interrupt_after_shards(process, tmp_path / "out.jsonl.parts", 3)
         started = _ray_pids() - before
         interrupted = time.monotonic()
         process.wait(timeout=60)
         waited = time.monotonic() - interrupted
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
     log = process.stdout.read()
     assert process.returncode == 130 and "interrupted" in log, log[-3000:]
     assert 3.0 <= waited < 30, waited  # the grace was given, and was the bound
@@ -283,27 +295,18 @@ def test_interrupted_run_resumes_without_rescoring_or_losing_pairs(
     input_path = _write_jsonl(tmp_path / "in.jsonl", doubled)
     output = tmp_path / "out.jsonl"
     parts = tmp_path / "out.jsonl.parts"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "RAY_AUTH_MODE": "disabled"}
-    first = subprocess.Popen(
-        _command(input_path, output, fixture_model_dir),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
+    with _running(_command(input_path, output, fixture_model_dir)) as first:
         _interrupt_after_shards(first, parts, 3)
         first.wait(timeout=60)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait(timeout=30)
     done_before = {p.name: p.stat().st_mtime_ns for p in parts.glob("shard-*.json")}
     assert first.returncode == 130 and not output.exists() and 3 <= len(done_before) < 43
 
     second = subprocess.run(
-        _command(input_path, output, fixture_model_dir), env=env, capture_output=True, text=True, timeout=240
+        _command(input_path, output, fixture_model_dir),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert second.returncode == 0, second.stderr[-3000:]
     report = json.loads(second.stdout)

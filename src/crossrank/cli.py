@@ -318,8 +318,8 @@ def _bounded_interrupt(
     """Ctrl-C inside the block raises ``KeyboardInterrupt`` as usual, and arms a deadline: if the
     clean-up it starts (Ray Data's executor, ``ray.shutdown``) is still running ``grace_s`` seconds
     later (default :data:`INTERRUPT_GRACE_S`), or a second Ctrl-C comes, the process exits with 130
-    at once. A local Ray started by the
-    process goes with it (Ray ties its processes' fate to the driver's). Outside the main thread
+    at once. A local Ray started by the process goes with it (Ray ties its processes' fate to the
+    driver's). Outside the main thread
     (where signal handlers can't be set), and outside the ``crossrank`` process unless a
     ``hard_exit`` is given, the block runs unguarded.
     """

@@ -25,10 +25,13 @@ import logging
 import os
 import tempfile
 import threading
+import typing
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from crossrank.config import Quantize
 
 __all__ = ["build_onnx", "export_onnx", "optimize_onnx", "quantize_onnx_int8", "quantize_onnx_int8_static"]
 
@@ -61,7 +64,7 @@ def build_onnx(
     and quantise (the fp32 file keeps the exact GELU). The intermediate files sit next to
     ``target`` under names private to this process and thread, and are removed whatever happens.
     """
-    if quantize not in (None, "int8", "int8-static"):
+    if quantize is not None and quantize not in typing.get_args(Quantize):
         raise ValueError(f"no ONNX recipe for quantize={quantize!r}")
     raw = target.with_name(f"{target.stem}_raw_{os.getpid()}_{threading.get_ident()}.onnx")
     try:
