@@ -8,7 +8,8 @@ refuse the same things, at the same moment, with the same messages:
 
 * at construction, :func:`resolve_reranker` (the model source) and :func:`rank_options` /
   :func:`check_rank_options` (the options; the same checks :meth:`crossrank.Reranker.rank` applies
-  per call) raise :class:`~crossrank.InvalidArgumentError`;
+  per call, owned by :mod:`crossrank.validation` and :mod:`crossrank.rank_options` and re-exported
+  here) raise :class:`~crossrank.InvalidArgumentError`;
 * at call time, :func:`check_items` raises :class:`~crossrank.DocumentTypeError` naming the index
   of the first item that is not the framework's document type.
 
@@ -17,16 +18,15 @@ Nothing here imports a framework; a new adapter needs only these functions.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable, Mapping, Set
 from typing import Any
 
-import numpy as np
-
-from crossrank.config import DEFAULT_MODEL, PER_CALL_OPTIONS, check_option
+from crossrank.config import DEFAULT_MODEL
 from crossrank.errors import DocumentTypeError, InvalidArgumentError
-from crossrank.reranker import Reranker, _check_min_score, _check_top_n
+from crossrank.rank_options import RANK_OPTIONS, check_rank_options, resolve_rank_options
+from crossrank.reranker import Reranker
+from crossrank.validation import check_min_score, check_normalize, check_top_n
 
 __all__ = [
     "LOADER_OPTIONS",
@@ -41,106 +41,15 @@ __all__ = [
     "settle",
 ]
 
-#: The options an adapter keeps and passes to every ``rank`` call: ``top_n``, ``normalize``,
-#: ``min_score``, ``dedupe``, ``max_tokens``, ``fusion``.
-RANK_OPTIONS: tuple[str, ...] = PER_CALL_OPTIONS
 #: The options, besides ``model``, that an adapter passes on when it loads the model itself; a
 #: ``reranker`` or ``config`` has made these choices already.
 LOADER_OPTIONS: tuple[str, ...] = ("device",)
 
 
-def check_top_n(top_n: object) -> int | None:
-    """``top_n`` as a Python ``int``, or None: an integral number >= 1 (numpy's too), not a bool.
-
-    The check :meth:`Reranker.rank` applies to its ``top_n``.
-
-    Raises:
-        InvalidArgumentError: ``top_n`` is not a positive integer or None.
-
-    Example:
-        >>> import numpy as np
-        >>> check_top_n(np.int64(2)), check_top_n(None)
-        (2, None)
-        >>> check_top_n(True)
-        Traceback (most recent call last):
-        ...
-        crossrank.errors.InvalidArgumentError: top_n must be a positive int or None, got True
-    """
-    return _check_top_n(top_n)
-
-
-def check_min_score(min_score: object) -> float | None:
-    """``min_score`` as a Python ``float``, or None: a real number (numpy's too), not NaN, not a bool.
-
-    The check :meth:`Reranker.rank` applies to its ``min_score`` (infinities pass: ``-inf`` keeps
-    everything, ``inf`` nothing).
-
-    Raises:
-        InvalidArgumentError: ``min_score`` is not a number, is NaN, or is a bool.
-
-    Example:
-        >>> import numpy as np
-        >>> check_min_score(np.float32(0.5)), check_min_score(-2)
-        (0.5, -2.0)
-        >>> check_min_score(float("nan"))
-        Traceback (most recent call last):
-        ...
-        crossrank.errors.InvalidArgumentError: min_score must be a number (not NaN) or None, got nan
-    """
-    return _check_min_score(min_score)
-
-
-def check_normalize(normalize: object) -> bool:
-    """``normalize`` as a Python ``bool``: ``True``/``False`` or numpy's bools (as :meth:`Reranker.rank`).
-
-    Raises:
-        InvalidArgumentError: ``normalize`` is anything else (``1``, ``"yes"``, ``None``).
-
-    Example:
-        >>> import numpy as np
-        >>> check_normalize(np.bool_(True))
-        True
-        >>> check_normalize(1)
-        Traceback (most recent call last):
-        ...
-        crossrank.errors.InvalidArgumentError: normalize must be True or False, got 1
-    """
-    if not isinstance(normalize, (bool, np.bool_)):
-        raise InvalidArgumentError(f"normalize must be True or False, got {normalize!r}")
-    return bool(normalize)
-
-
-_CHECKS: dict[str, Any] = {
-    "top_n": check_top_n,
-    "normalize": check_normalize,
-    "min_score": check_min_score,
-    **{name: functools.partial(check_option, name) for name in ("dedupe", "max_tokens", "fusion")},
-}
-
-
-def check_rank_options(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The ranking options present in ``values``, checked and as Python values; other keys are left out.
-
-    What an adapter runs on its raw keyword arguments, before its framework coerces them (pydantic
-    would take ``top_n=True`` as ``1``).
-
-    Raises:
-        InvalidArgumentError: One of them is invalid (the first one in ``RANK_OPTIONS`` order).
-
-    Example:
-        >>> import numpy as np
-        >>> check_rank_options({"top_n": np.int64(2), "min_score": np.float32(0.5), "model": "m"})
-        {'top_n': 2, 'min_score': 0.5}
-        >>> check_rank_options({"top_n": 0})
-        Traceback (most recent call last):
-        ...
-        crossrank.errors.InvalidArgumentError: top_n must be a positive int or None, got 0
-    """
-    return {name: _CHECKS[name](values[name]) for name in RANK_OPTIONS if name in values}
-
-
 def rank_options(reranker: Any, values: Mapping[str, Any], given: Set[str]) -> dict[str, Any]:
     """The :data:`RANK_OPTIONS` to rank with: given ones checked, others the reranker's.
+
+    :func:`crossrank.rank_options.resolve_rank_options` applied to an adapter's fields.
 
     Args:
         reranker: The :class:`~crossrank.Reranker` whose defaults fill the options not given
@@ -155,9 +64,8 @@ def rank_options(reranker: Any, values: Mapping[str, Any], given: Set[str]) -> d
         InvalidArgumentError: A given option is invalid; the message names it and the value.
 
     Example:
-        >>> from types import SimpleNamespace
-        >>> shared = SimpleNamespace(top_n=5, normalize=True, min_score=0.2, dedupe=None)
-        >>> shared.max_tokens = shared.fusion = None
+        >>> from crossrank import RerankerConfig
+        >>> shared = RerankerConfig(top_n=5, normalize=True, min_score=0.2)
         >>> rank_options(shared, {"top_n": 3, "dedupe": 0.8}, given={"top_n", "dedupe"})
         {'top_n': 3, 'normalize': True, 'min_score': 0.2, 'dedupe': 0.8, 'max_tokens': None, 'fusion': None}
         >>> rank_options(shared, {"min_score": float("nan")}, given={"min_score"})
@@ -165,10 +73,8 @@ def rank_options(reranker: Any, values: Mapping[str, Any], given: Set[str]) -> d
         ...
         crossrank.errors.InvalidArgumentError: min_score must be a number (not NaN) or None, got nan
     """
-    checked = check_rank_options(
-        {name: values[name] for name in RANK_OPTIONS if name in given and name in values}
-    )
-    return {name: checked[name] if name in checked else getattr(reranker, name) for name in RANK_OPTIONS}
+    passed = {name: values[name] for name in RANK_OPTIONS if name in given and name in values}
+    return resolve_rank_options(reranker, **passed)
 
 
 def resolve_reranker(

@@ -33,6 +33,7 @@ from pydantic_settings import (
 from crossrank.errors import InvalidArgumentError
 
 __all__ = [
+    "BACKEND_FIELDS",
     "DEFAULT_MODEL",
     "ENV_PREFIX",
     "OPTION_GROUPS",
@@ -42,6 +43,7 @@ __all__ = [
     "check_option",
     "env_name",
     "options_table",
+    "refuse_bool_number_confusion",
 ]
 
 #: The model ``Reranker()`` loads when none is named.
@@ -55,6 +57,7 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
     "model": ("model", "revision", "local_files_only", "cache_folder", "trust_remote_code"),
     "engine": (
         "backend",
+        "backend_options",
         "device",
         "precision",
         "quantize",
@@ -70,6 +73,9 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
     "ranking": ("top_n", "normalize", "min_score", "dedupe", "max_tokens", "fusion"),
     "selection": ("dedupe_similarity", "budget_tokenizer", "fusion_k", "fusion_weight"),
 }
+#: The fields that belong to one backend or another: each backend declares which it takes
+#: (:func:`crossrank.backends.check_backend_options`), and is handed only those.
+BACKEND_FIELDS: tuple[str, ...] = ("precision", "quantize", "onnx_file", "trust_remote_code")
 #: The options a ``rank`` call may override, and that the framework adapters hold as their own fields;
 #: the ``selection`` group says how they work and is set once, on the Reranker.
 PER_CALL_OPTIONS: tuple[str, ...] = OPTION_GROUPS["ranking"]
@@ -126,6 +132,10 @@ class RerankerConfig(BaseSettings):
 
     # ---------------------------------------------------------------- engine: how to run it
     backend: str = Field("torch", description="Engine that runs the model: torch or onnx.")
+    backend_options: dict[str, Any] | None = Field(
+        None,
+        description='Options of a registered backend beyond the ones above, as JSON: {"name": value}.',
+    )
     device: str | None = Field(
         None, description="cpu, cuda, cuda:1, ...; default: CUDA if present, else CPU."
     )
@@ -212,25 +222,45 @@ class RerankerConfig(BaseSettings):
             raise ValueError(f"unknown backend {value!r}; choose one of {', '.join(backend_names())}")
         return value
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: Any) -> Any:
+        """A bool is not a number (``dedupe=True`` would mean 1.0), nor a number a bool (``normalize=1``)."""
+        return refuse_bool_number_confusion(info.field_name, value)
+
     @model_validator(mode="after")
     def _options_fit_together(self) -> RerankerConfig:
         """Options of one backend or mode given to another are refused here, in one place."""
-        onnx_only = [name for name in ("quantize", "onnx_file") if getattr(self, name) is not None]
-        if self.backend != "onnx" and onnx_only:
-            raise ValueError(
-                f"{', '.join(onnx_only)} applies to backend='onnx' only (backend={self.backend!r})"
-            )
-        if self.backend == "onnx" and self.precision not in ("auto", "fp32"):
-            raise ValueError(
-                f"precision={self.precision!r} applies to backend='torch'; backend='onnx' runs fp32, "
-                "or int8 with quantize='int8' or 'int8-static'"
-            )
-        if self.backend == "onnx" and self.trust_remote_code:
-            raise ValueError("trust_remote_code applies to backend='torch' only")
+        self.engine_options()  # the backend's own model checks its options (crossrank.backends)
         for name in ("stride", "window_length"):
             if getattr(self, name) is not None and self.long_documents != "windows":
                 raise ValueError(f"{name} applies to long_documents='windows' only")
         return self
+
+    def engine_options(self) -> dict[str, Any]:
+        """The options of this config's backend, checked by the model it registered, as its loader takes them.
+
+        They are the backend fields set here (:data:`BACKEND_FIELDS`) and ``backend_options``.
+
+        Raises:
+            ValueError: An option the backend doesn't take, or a value it refuses.
+
+        Example:
+            >>> RerankerConfig(backend="onnx", quantize="int8").engine_options()
+            {'quantize': 'int8', 'onnx_file': None, 'precision': 'auto'}
+        """
+        from crossrank.backends import check_backend_options
+
+        given = {
+            name: getattr(self, name)
+            for name in BACKEND_FIELDS
+            if getattr(self, name) != type(self).model_fields[name].default
+        }
+        own = self.backend_options or {}
+        twice = sorted(set(given) & set(own))
+        if twice:
+            raise ValueError(f"{', '.join(twice)} given both as an option and in backend_options")
+        return check_backend_options(self.backend, {**given, **own})
 
     @classmethod
     def from_yaml(
@@ -326,11 +356,12 @@ def check_option(name: str, value: object) -> Any:
     """
     import numbers
 
-    field = RerankerConfig.model_fields[name]
     if hasattr(value, "item") and isinstance(value, numbers.Number):  # numpy scalars
         value = value.item()
-    if isinstance(value, bool) and field.annotation is not bool:
-        raise InvalidArgumentError(f"{name}: expected {_shown(field.annotation)}, got {value!r}")
+    try:
+        value = refuse_bool_number_confusion(name, value)
+    except ValueError as err:
+        raise InvalidArgumentError(f"{name}: {err}") from None
     try:
         return _adapter(name).validate_python(value, strict=True)
     except ValidationError as err:
@@ -338,8 +369,39 @@ def check_option(name: str, value: object) -> Any:
         raise InvalidArgumentError(f"{name}: {problem['msg']} (got {value!r})") from None
 
 
-def _shown(annotation: Any) -> str:
-    return str(annotation).replace("typing.", "")
+def refuse_bool_number_confusion(name: str, value: Any) -> Any:
+    """``value`` for field ``name``, unless it is a bool where a number is meant, or a number where a bool is.
+
+    Python counts ``True`` as 1, so ``dedupe=True`` would quietly mean "only identical chunks"; it
+    is refused with the number wanted. Strings pass (the environment's ``"true"``/``"0.9"``).
+
+    Raises:
+        ValueError: The message names the field and what it takes.
+
+    Example:
+        >>> refuse_bool_number_confusion("dedupe", True)
+        Traceback (most recent call last):
+        ...
+        ValueError: expected a number, got True (Skip a document this similar (0-1] to a better one ...
+    """
+    field = RerankerConfig.model_fields.get(name)
+    if field is None or isinstance(value, str):
+        return value
+    wants_bool = field.annotation is bool
+    if isinstance(value, bool) and not wants_bool and _takes_numbers(field.annotation):
+        raise ValueError(f"expected a number, got {value!r} ({field.description})")
+    if wants_bool and not isinstance(value, bool) and isinstance(value, (int, float)):
+        raise ValueError(f"expected True or False, got {value!r}")
+    return value
+
+
+def _takes_numbers(annotation: Any) -> bool:
+    import typing
+
+    args = typing.get_args(annotation) if typing.get_origin(annotation) is not typing.Annotated else ()
+    args = args or (annotation,)
+    bare = [typing.get_args(arg)[0] if typing.get_origin(arg) is typing.Annotated else arg for arg in args]
+    return any(arg in (int, float) for arg in bare)
 
 
 _ADAPTERS: dict[str, Any] = {}

@@ -6,22 +6,37 @@ normalisation, ranking, async) lives in :class:`crossrank.Reranker`, so a new en
 Runtime, a GPU server, a Ray actor) only implements :class:`Backend`: pass an instance to
 :meth:`crossrank.Reranker.from_backend`, or register a loader by name with
 :func:`register_backend`.
+
+Each registered backend declares the options it takes as a pydantic model (torch's
+:class:`~crossrank.backends.torch_options.TorchOptions`, ONNX's
+:class:`~crossrank.backends.onnx_options.OnnxOptions`): :class:`~crossrank.RerankerConfig` checks a
+backend's options against its own model (:func:`check_backend_options`) and hands its loader only
+those. Nothing outside a backend's own modules branches on its name.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
 from tokenizers import Tokenizer
 
 from crossrank.encoding import EncodedBatch
 from crossrank.errors import InvalidArgumentError
 from crossrank.model_source import ModelSource
 
-__all__ = ["Backend", "backend_names", "load_backend", "register_backend"]
+__all__ = [
+    "Backend",
+    "backend_names",
+    "backend_option_names",
+    "check_backend_options",
+    "load_backend",
+    "register_backend",
+]
 
 
 @runtime_checkable
@@ -41,8 +56,8 @@ class Backend(Protocol):
         batch_invariant: True when a row's logit does not depend on its batch-mates beyond float
             rounding (fp32, fp16, ONNX int8-static). False for engines that quantise activations
             per batch (ONNX dynamic int8): crossrank then never puts pairs of different requests
-            in one batch, so a request scores the same whatever it is batched with. Optional;
-            defaults to True.
+            in one batch, so a request scores the same whatever it is batched with. Required:
+            an engine must say which it is.
     """
 
     name: str
@@ -53,6 +68,7 @@ class Backend(Protocol):
     uses_token_type_ids: bool
     batch_overhead_tokens: int
     default_batch_size: int
+    batch_invariant: bool
 
     def logits(self, batch: EncodedBatch) -> np.ndarray:
         """Return the raw logits of ``batch``: a float32 array of shape ``(rows,)``.
@@ -62,41 +78,142 @@ class Backend(Protocol):
         ...
 
 
-#: Registered engines by name: a loader ``(source, *, device, **options) -> Backend``, or the
-#: ``"module:attribute"`` path of one (imported on first use, so torch isn't imported to run ONNX).
-_LOADERS: dict[str, Callable[..., Backend] | str] = {
-    "torch": "crossrank.backends.torch_backend:TorchBackend.load",
-    "onnx": "crossrank.backends.onnx_backend:OnnxBackend.load",
+@dataclass(frozen=True)
+class _Registered:
+    """A backend's loader and the model of its options, each an object or a ``"module:attribute"`` path."""
+
+    loader: Callable[..., Backend] | str
+    options: type[BaseModel] | str | None
+
+
+#: Registered engines by name. Paths are imported on first use, so torch isn't imported to run ONNX.
+_REGISTRY: dict[str, _Registered] = {
+    "torch": _Registered(
+        "crossrank.backends.torch_backend:TorchBackend.load",
+        "crossrank.backends.torch_options:TorchOptions",
+    ),
+    "onnx": _Registered(
+        "crossrank.backends.onnx_backend:OnnxBackend.load",
+        "crossrank.backends.onnx_options:OnnxOptions",
+    ),
 }
 
 
-def register_backend(name: str, loader: Callable[..., Backend] | str) -> None:
+def register_backend(
+    name: str, loader: Callable[..., Backend] | str, *, options: type[BaseModel] | str | None = None
+) -> None:
     """Make ``Reranker(model, backend=name)`` (and ``RerankerConfig(backend=name)``) load with ``loader``.
 
     Args:
         name: The backend's name, e.g. ``"openvino"``.
-        loader: ``loader(source, *, device, **options) -> Backend``, where ``source`` is a
-            :class:`~crossrank.model_source.ModelSource` and ``options`` are the loader options
-            (``threads``, ``cache_folder``, ``revision``, ``token``, ``trust_remote_code``,
-            ``model_kwargs``) and the backend-specific ones the config holds; or the
+        loader: ``loader(source, *, device, threads, cache_folder, revision, token, model_kwargs,
+            **options) -> Backend``, where ``source`` is a :class:`~crossrank.model_source.ModelSource`
+            and ``options`` are this backend's own, as ``options`` declares them; or the
             ``"module:attribute"`` path of such a callable.
+        options: A pydantic model of the options the backend takes (fields with defaults; make
+            it ``extra="forbid"``), or its ``"module:attribute"`` path. Its fields may be
+            :class:`~crossrank.RerankerConfig` fields that belong to backends (``precision``,
+            ``quantize``, ``onnx_file``, ``trust_remote_code``) or options of its own, which users
+            pass in ``backend_options={...}``. None: the backend takes no options of its own.
 
     A ready engine can also be passed as is: ``Reranker.from_backend(engine)``.
 
     Example:
+        >>> from pydantic import BaseModel
+        >>> from crossrank import RerankerConfig
         >>> from crossrank.backends import backend_names, register_backend
-        >>> register_backend("torch-again", "crossrank.backends.torch_backend:TorchBackend.load")
-        >>> "torch-again" in backend_names()
+        >>> class EchoOptions(BaseModel, extra="forbid"):
+        ...     hint: str = "fp32"
+        >>> loader = "crossrank.backends.torch_backend:TorchBackend.load"
+        >>> register_backend("echo", loader, options=EchoOptions)
+        >>> "echo" in backend_names()
         True
+        >>> RerankerConfig(backend="echo", backend_options={"hint": "bf16"}).engine_options()
+        {'hint': 'bf16'}
     """
     if not name or not isinstance(name, str):
         raise InvalidArgumentError(f"a backend name must be a non-empty str, got {name!r}")
-    _LOADERS[name] = loader
+    _REGISTRY[name] = _Registered(loader, options)
 
 
 def backend_names() -> tuple[str, ...]:
     """Names accepted by ``Reranker(backend=...)``: the built-in ones and those registered."""
-    return tuple(_LOADERS)
+    return tuple(_REGISTRY)
+
+
+def _imported(target: Any) -> Any:
+    if not isinstance(target, str):
+        return target
+    module_name, _, attribute = target.partition(":")
+    found: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def _registered(name: str) -> _Registered:
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise InvalidArgumentError(f"Unsupported backend {name!r}; choose one of {', '.join(_REGISTRY)}.")
+    return entry
+
+
+def _options_model(name: str) -> type[BaseModel] | None:
+    return _imported(_registered(name).options)
+
+
+def backend_option_names(name: str) -> tuple[str, ...]:
+    """The options backend ``name`` declares.
+
+    Example:
+        >>> backend_option_names("onnx")
+        ('quantize', 'onnx_file', 'precision')
+    """
+    model = _options_model(name)
+    return tuple(model.model_fields) if model is not None else ()
+
+
+def check_backend_options(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Backend ``name``'s options: ``values`` validated by its declared model, defaults filled in.
+
+    Args:
+        name: A registered backend.
+        values: The options given (the config's backend fields set to other than their defaults,
+            and its ``backend_options``).
+
+    Returns:
+        Every option the backend declares, as its loader takes them.
+
+    Raises:
+        ValueError: An option the backend doesn't declare (the message names the backends that
+            do), or a value its model refuses.
+
+    Example:
+        >>> check_backend_options("torch", {"quantize": "int8"})
+        Traceback (most recent call last):
+        ...
+        ValueError: quantize applies to backend='onnx' only (backend='torch')
+    """
+    model = _options_model(name)
+    declared = model.model_fields if model is not None else {}
+    for option in values:
+        if option not in declared:
+            takers = [other for other in _REGISTRY if other != name and option in backend_option_names(other)]
+            where = " or ".join(f"backend={other!r}" for other in takers) or "no backend"
+            raise ValueError(f"{option} applies to {where} only (backend={name!r})")
+    if model is None:
+        return {}
+    try:
+        return model(**values).model_dump()
+    except ValidationError as err:
+        problems = err.errors(include_url=False)
+        raise ValueError("; ".join(_problem(problem) for problem in problems)) from None
+
+
+def _problem(problem: Mapping[str, Any]) -> str:
+    where = ".".join(str(part) for part in problem["loc"])
+    message = str(problem["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def load_backend(name: str, source: ModelSource, *, device: str | None, **options: Any) -> Backend:
@@ -107,18 +224,10 @@ def load_backend(name: str, source: ModelSource, *, device: str | None, **option
         source: Where the model's files are (see :func:`crossrank.model_source.resolve_model_source`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``None`` to pick the best available.
         **options: Loader options (``cache_folder``, ``revision``, ``token``, ``threads``...) and
-            the backend's own (``precision`` for torch; ``quantize``, ``onnx_file`` for ONNX).
+            the backend's own (see :func:`check_backend_options`).
 
     Raises:
         InvalidArgumentError: ``name`` is not a known backend.
         ModelLoadError: The model could not be loaded.
     """
-    loader = _LOADERS.get(name)
-    if loader is None:
-        raise InvalidArgumentError(f"Unsupported backend {name!r}; choose one of {', '.join(_LOADERS)}.")
-    if isinstance(loader, str):
-        module_name, _, attribute = loader.partition(":")
-        loader = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            loader = getattr(loader, part)
-    return loader(source, device=device, **options)  # type: ignore[operator]
+    return _imported(_registered(name).loader)(source, device=device, **options)

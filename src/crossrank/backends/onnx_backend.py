@@ -158,11 +158,11 @@ class OnnxBackend:
         device: str | None = None,
         quantize: str | None = None,
         onnx_file: str | None = None,
+        precision: str = "auto",
         threads: int | None = None,
         cache_folder: str | None = None,
         revision: str | None = None,
         token: str | bool | None = None,
-        trust_remote_code: bool = False,
         model_kwargs: dict[str, Any] | None = None,
     ) -> OnnxBackend:
         """Find or build the ONNX file for ``source`` and open an ONNX Runtime session on it.
@@ -172,6 +172,8 @@ class OnnxBackend:
             device: ``"cpu"`` (default) or ``"cuda"`` (needs ``onnxruntime-gpu``).
             quantize: None for fp32, ``"int8"`` for dynamic int8, ``"int8-static"`` for static int8.
             onnx_file: Path inside the model folder/repo of a ready ONNX file to use as is.
+            precision: ``"auto"`` or ``"fp32"`` (:class:`~crossrank.backends.onnx_options.OnnxOptions`
+                refuses others): the file's own precision runs.
             threads: ONNX Runtime intra-op threads. Defaults to the CPUs this process may use
                 (:func:`crossrank.cpus.usable_cpus`).
 
@@ -189,9 +191,8 @@ class OnnxBackend:
             raise InvalidArgumentError(
                 f"quantize must be None or one of {list(typing.get_args(Quantize))}, got {quantize!r}"
             )
-        if trust_remote_code or model_kwargs:
-            raise InvalidArgumentError("trust_remote_code and model_kwargs apply to backend='torch' only")
-
+        if model_kwargs:
+            raise InvalidArgumentError("model_kwargs apply to backend='torch' only")
         model_dir = _model_dir(
             source, cache_folder=cache_folder, revision=revision, token=token, onnx_file=onnx_file
         )
