@@ -1,16 +1,28 @@
-"""Test helpers for crossrank and its integration packages: a tiny random cross-encoder built in seconds.
+"""Test helpers for crossrank and its integration packages.
 
-It has the layout of a real one (a BERT with one output logit and a WordPiece tokenizer saved with
-``save_pretrained``), so every backend loads it; its scores are random, so tests use it for
-invariants (order, mutation, parity between paths), and the trained fixture for real rankings.
+* :func:`build_tiny_cross_encoder`: a tiny random cross-encoder built in seconds. It has the
+  layout of a real one (a BERT with one output logit and a WordPiece tokenizer saved with
+  ``save_pretrained``), so every backend loads it; its scores are random, so tests use it for
+  invariants (order, mutation, parity between paths), and the trained fixture for real rankings.
+* :class:`FakeEngine`: a :class:`~crossrank.backends.Backend` with no model file and no torch,
+  whose logit is a pure function of its own row (the share of query words the document holds), so
+  unit tests of the scoring path, the server's batcher and the adapters run in milliseconds,
+  can inject latency and failures, and know each score in advance.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["build_tiny_cross_encoder"]
+import numpy as np
+
+from crossrank.encoding import EncodedBatch
+
+__all__ = ["FakeEngine", "build_tiny_cross_encoder", "fake_tokenizer"]
 
 _WORDS_TEXT = (
     "the a an of to in is and for on with what how why when does do long flea fleas live life "
@@ -34,8 +46,9 @@ def build_tiny_cross_encoder(
     Example:
         >>> import tempfile
         >>> from crossrank import Reranker
-        >>> model = build_tiny_cross_encoder(tempfile.mkdtemp())
-        >>> len(Reranker(model, device="cpu").score("flea", ["fleas live a year", "tea"]))
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     model = build_tiny_cross_encoder(folder)
+        ...     len(Reranker(model, device="cpu").score("flea", ["fleas live a year", "tea"]))
         2
     """
     import torch
@@ -71,3 +84,101 @@ def build_tiny_cross_encoder(
     )
     BertForSequenceClassification(config).eval().save_pretrained(folder)
     return folder
+
+
+def fake_tokenizer(extra_words: str = "") -> Any:
+    """A lower-casing WordPiece tokenizer with BERT's pair template, built in memory (no files, no torch).
+
+    Example:
+        >>> fake_tokenizer().encode("how long do fleas live").tokens
+        ['[CLS]', 'how', 'long', 'do', 'fleas', 'live', '[SEP]']
+    """
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+
+    letters = list(_CHARACTERS)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *letters, *(f"##{c}" for c in letters)]
+    vocab += (_WORDS_TEXT + " " + extra_words).split()
+    ids = {token: i for i, token in enumerate(dict.fromkeys(vocab))}
+    tokenizer = Tokenizer(WordPiece(ids, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
+    )
+    return tokenizer
+
+
+class FakeEngine:
+    """A deterministic engine for unit tests: a row's logit is ``4 * overlap - 2 - length / 1000``.
+
+    ``overlap`` is the share of the query's distinct tokens found in the document, ``length`` the
+    document's token count: documents holding the query's words rank first, shorter ones break
+    ties. A row's logit depends on that row alone, so it is the same in any batch
+    (``batch_invariant``), bit for bit.
+
+    Args:
+        delay_s: Seconds each ``logits`` call sleeps (a slow model, to test queues and timeouts).
+        fail_word: A word whose presence in a document makes its row's logit NaN (crossrank then
+            raises :class:`~crossrank.ScoringError` for that request only).
+        batch_invariant: What the engine declares (False makes the scoring path keep requests apart).
+        max_positions, default_batch_size: As :class:`~crossrank.backends.Backend`.
+
+    Attributes:
+        batches: The row count of every ``logits`` call, in order (thread-safe).
+
+    Example:
+        >>> from crossrank import Reranker
+        >>> reranker = Reranker.from_backend(FakeEngine())
+        >>> reranker.rank("fleas", ["tea", "fleas live a year"], top_n=1)[0].index
+        1
+    """
+
+    name = "fake"
+    device = "cpu"
+    pad_token_id = 0
+    uses_token_type_ids = True
+    batch_overhead_tokens = 16
+
+    def __init__(
+        self,
+        *,
+        delay_s: float = 0.0,
+        fail_word: str | None = None,
+        batch_invariant: bool = True,
+        max_positions: int = 128,
+        default_batch_size: int = 8,
+    ) -> None:
+        self.tokenizer = fake_tokenizer(fail_word or "")
+        self.delay_s = delay_s
+        self.batch_invariant = batch_invariant
+        self.max_positions = max_positions
+        self.default_batch_size = default_batch_size
+        self._fail_id = None if fail_word is None else self.tokenizer.token_to_id(fail_word.lower())
+        self._special = {self.tokenizer.token_to_id("[CLS]"), self.tokenizer.token_to_id("[SEP]"), 0}
+        self._lock = threading.Lock()
+        self.batches: list[int] = []
+
+    def logits(self, batch: EncodedBatch) -> np.ndarray:
+        """One logit per row, from that row's tokens only."""
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        with self._lock:
+            self.batches.append(len(batch.input_ids))
+        segments = batch.token_type_ids
+        if segments is None:
+            raise ValueError("FakeEngine reads the document segment from token_type_ids")
+        out = np.empty(len(batch.input_ids), dtype=np.float32)
+        for row, (ids, types, mask) in enumerate(
+            zip(batch.input_ids, segments, batch.attention_mask, strict=True)
+        ):
+            real = mask.astype(bool)
+            query = {int(t) for t in ids[real & (types == 0)]} - self._special
+            document = [int(t) for t in ids[real & (types == 1)] if int(t) not in self._special]
+            overlap = len(query & set(document)) / max(len(query), 1)
+            out[row] = 4.0 * overlap - 2.0 - len(document) / 1000.0
+            if self._fail_id is not None and self._fail_id in document:
+                out[row] = np.nan
+        return out
