@@ -281,9 +281,10 @@ class RerankerConfig(BaseSettings):
 
         Example:
             >>> import pathlib, tempfile
-            >>> path = pathlib.Path(tempfile.mkdtemp()) / "app.yaml"
-            >>> _ = path.write_text("reranker:\\n  top_n: 5\\n  normalize: true\\n")
-            >>> RerankerConfig.from_yaml(path, section="reranker").top_n
+            >>> with tempfile.TemporaryDirectory() as folder:
+            ...     path = pathlib.Path(folder) / "app.yaml"
+            ...     _ = path.write_text("reranker:\\n  top_n: 5\\n  normalize: true\\n")
+            ...     RerankerConfig.from_yaml(path, section="reranker").top_n
             5
         """
         file = Path(path)

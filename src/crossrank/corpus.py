@@ -58,9 +58,10 @@ def read_corpus(path: str | os.PathLike[str], *, require_id: bool = True) -> lis
 
     Example:
         >>> import pathlib, tempfile
-        >>> file = pathlib.Path(tempfile.mkdtemp()) / "corpus.jsonl"
-        >>> _ = file.write_text('{"_id": "d1", "title": "Fleas", "text": "They live a year."}\\n')
-        >>> read_corpus(file)[0].text
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     file = pathlib.Path(folder) / "corpus.jsonl"
+        ...     _ = file.write_text('{"_id": "d1", "title": "Fleas", "text": "They live a year."}\\n')
+        ...     read_corpus(file)[0].text
         'Fleas They live a year.'
     """
     file = Path(path)

@@ -70,24 +70,20 @@ class Reranker:
     """Scores (query, document) pairs with a cross-encoder and ranks the documents.
 
     The query and each document go through the model together (``[CLS] query [SEP] document
-    [SEP]``), which is what makes a cross-encoder a better judge of relevance than the
-    embeddings of stage-1 retrieval, and why it is used on the top ~20 candidates only.
-
-    Every option is declared once, in :class:`~crossrank.RerankerConfig` (types, defaults, help;
-    ``crossrank rank --help`` and the README's table show them); the constructor validates its
-    arguments with it and reads **no** environment variables (use :meth:`from_config` for that).
+    [SEP]``): a better judge of relevance than stage 1's embeddings, used on its top ~20 only.
+    Every option is declared once, in :class:`~crossrank.RerankerConfig` (types, defaults, help);
+    the constructor validates its arguments with it and reads **no** environment variables
+    (:meth:`from_config` does).
 
     Args:
         model: Hugging Face hub id or local directory of a cross-encoder with one output logit
             (default ``"cross-encoder/ms-marco-MiniLM-L6-v2"``).
         revision, local_files_only, cache_folder, trust_remote_code: Where and how to load it
             (``local_files_only=True`` or ``HF_HUB_OFFLINE=1`` never touch the network).
-        backend: ``"torch"`` (sentence-transformers' ``CrossEncoder``), ``"onnx"`` (ONNX Runtime;
-            ``pip install 'crossrank[onnx]'``), a name given to
-            :func:`crossrank.backends.register_backend`, or a ready engine.
-        backend_options: A registered backend's own options (its declared model says which).
-        device, precision, quantize, onnx_file, threads: How the engine runs: ``precision`` is
-            torch's, ``quantize`` (``"int8"``, ``"int8-static"``) and ``onnx_file`` ONNX's.
+        backend, backend_options: ``"torch"``, ``"onnx"`` (``pip install 'crossrank[onnx]'``), a
+            name given to :func:`crossrank.backends.register_backend` (with its own options), or an engine.
+        device, precision, quantize, onnx_file, threads: How the engine runs (``precision``: torch;
+            ``quantize``, ``onnx_file``: ONNX).
         batch_size, max_length: Most pairs per forward pass (pairs are length-sorted and cut into
             the batches that pad least) and most tokens per pair (documents are cut, not queries).
         long_documents, stride, max_windows, window_length: ``"truncate"`` scores a long
@@ -99,11 +95,10 @@ class Reranker:
         model_kwargs: Passed to the torch model loader (not part of the config).
 
     Raises:
-        ModelLoadError: The model can't be had (offline and not cached, unknown id, missing files);
-            raised within seconds, with a message naming the model and the way out.
+        ModelLoadError: The model can't be had (offline and not cached, unknown id, missing
+            files): raised within seconds, naming the model and the way out.
         UnsupportedModelError: The model has more than one output label.
-        InvalidArgumentError: An option is invalid, or options don't fit together (``quantize``
-            with ``backend="torch"``); the message names the option.
+        InvalidArgumentError: An option is invalid, or options don't fit together.
 
     Example:
         >>> from crossrank import Reranker
@@ -172,18 +167,11 @@ class Reranker:
     def from_config(
         cls, config: RerankerConfig | Mapping[str, Any] | None = None, **overrides: Any
     ) -> Reranker:
-        """Build a Reranker from a :class:`RerankerConfig` (or a dict of its fields).
+        """Build a Reranker from a :class:`RerankerConfig` (or a dict of its fields, or none).
 
         Unlike the constructor, this reads the environment (``CROSSRANK_*``) for fields that
-        neither ``config`` nor ``overrides`` set.
-
-        Args:
-            config: The settings. None reads them all from the environment.
-            **overrides: Field values that replace the config's; ``token`` and ``model_kwargs``
-                are passed to the constructor as they are.
-
-        Raises:
-            pydantic.ValidationError: A value is invalid (the message names the field).
+        neither ``config`` nor ``overrides`` set; ``token`` and ``model_kwargs`` pass through.
+        A bad value raises ``pydantic.ValidationError`` naming the field.
 
         Example:
             >>> cfg = RerankerConfig(model="cross-encoder/ms-marco-MiniLM-L6-v2", top_n=5)
@@ -200,20 +188,11 @@ class Reranker:
     def from_backend(cls, engine: Backend, *, model: str | None = None, **options: Any) -> Reranker:
         """A Reranker over a ready engine: your own :class:`~crossrank.backends.Backend`, or a wrapper.
 
-        Args:
-            engine: Anything with the attributes and ``logits(batch)`` method of
-                :class:`~crossrank.backends.Backend`.
-            model: Name to report (``model_name``, ``to_config``). Defaults to the engine's
-                ``model_name`` attribute if it has one, else its ``name``.
-            **options: The options that don't load anything: ``batch_size``, ``max_length``,
-                ``long_documents``, ``stride``, ``top_n``, ``normalize``, ``min_score``.
-
-        Raises:
-            InvalidArgumentError: ``engine`` lacks part of the interface, or an option is invalid
-                or only applies when loading a model.
+        ``model`` is the name to report (default: the engine's ``model_name``, else its ``name``);
+        ``options`` are those that load nothing (``batch_size``, ``max_length``, ``top_n``...).
+        An engine lacking part of the interface, or a loading option, raises InvalidArgumentError.
 
         Example:
-            >>> from crossrank import Reranker
             >>> scored = Reranker("cross-encoder/ms-marco-MiniLM-L6-v2", device="cpu")
             >>> again = Reranker.from_backend(scored.engine, top_n=1)
             >>> again.score("flea", ["fleas live a year"]) == scored.score("flea", ["fleas live a year"])
@@ -307,19 +286,18 @@ class Reranker:
             query: The question or search text: a ``str`` with at least one token.
             documents: Document texts, in a list, tuple or other ordered iterable. Not modified.
                 Empty documents (``""``) are scored like any other.
-            normalize: True gives ``sigmoid(logit)`` in 0-1 (what sentence-transformers'
-                ``Sigmoid`` activation gives for these models); False the raw logits. Defaults to
-                the Reranker's ``normalize``.
+            normalize: ``sigmoid(logit)`` in 0-1 (sentence-transformers' ``Sigmoid``) instead of
+                raw logits. Defaults to the Reranker's ``normalize``.
 
         Returns:
-            One Python ``float`` per document. Identical documents get the identical score. A
-            pair's score can differ in the 6th-7th digit with the other pairs it is batched with
-            (float32 over different padded shapes); the same inputs always give the same numbers.
+            One Python ``float`` per document; identical documents get the identical score. A
+            score can move in the 6th-7th digit with its batch-mates (float32 over other padded
+            shapes); the same inputs always give the same numbers.
 
         Raises:
             EmptyQueryError: ``query`` has no tokens (empty, whitespace, zero-width characters).
-            DocumentTypeError: ``query`` or a document is not a ``str`` (a ``TypeError`` naming its
-                index), or ``documents`` is unordered (a set or a dict).
+            DocumentTypeError: ``query`` or a document is not a ``str`` (its index named), or
+                ``documents`` is unordered (a set or a dict).
 
         Example:
             >>> reranker = Reranker("cross-encoder/ms-marco-MiniLM-L6-v2", device="cpu")
@@ -410,22 +388,18 @@ class Reranker:
     ) -> list[list[float]]:
         """Score many ``(query, documents)`` requests together: one batch plan for all their pairs.
 
-        This is the seam for servers and batch jobs: pairs of different requests share forward
-        passes, so 43 requests of 20 documents cost about what 860 pairs cost, not 43 calls.
-
-        Args:
-            requests: :class:`RerankRequest` objects or ``(query, documents)`` tuples.
-            normalize: As in :meth:`score`.
-            stats: A :class:`ScoringStats` to add this call's pairs, tokens and forward passes to.
+        The seam for servers and batch jobs: pairs of different requests share forward passes
+        (43 requests of 20 documents cost about what 860 pairs cost, not 43 calls). ``requests``
+        are :class:`RerankRequest` objects or ``(query, documents)`` tuples; ``stats`` (a
+        :class:`ScoringStats`) gets this call's pairs, tokens and forward passes added.
 
         Returns:
-            For each request, its scores in input order, as :meth:`score` would give them. A
-            request's scores don't depend on the other requests beyond float rounding (fp32:
-            within 1e-5); engines whose scores move with their batch-mates (ONNX int8) never mix
-            requests in a batch, so there a request scores exactly as alone.
+            Each request's scores in input order, as :meth:`score` gives them, within float
+            rounding (fp32: 1e-5); engines that are not ``batch_invariant`` (dynamic int8) never
+            mix requests in a batch, so there a request scores exactly as alone.
 
         Raises:
-            EmptyQueryError, DocumentTypeError: As in :meth:`score`; the message names the request
+            EmptyQueryError, DocumentTypeError: As :meth:`score`, naming the request
                 (``requests[3]: documents[2] is int``). No request is scored if one is bad.
 
         Example:
@@ -487,15 +461,9 @@ class Reranker:
     ) -> list[float]:
         """Score row-aligned pairs ``(queries[i], texts[i])``: datasets with one row per pair.
 
-        Rows are grouped by query and scored through :meth:`score_batch`, so a query repeated
-        over many rows is tokenised once and its pairs share batches.
-
-        Returns:
-            One float per row, in row order.
-
-        Raises:
-            InvalidArgumentError: ``queries`` and ``texts`` differ in length.
-            EmptyQueryError, DocumentTypeError: A bad row (the message names it).
+        Rows are grouped by query (:func:`crossrank.validation.check_pairs`) and scored in one
+        batch plan: a query repeated over many rows is tokenised once. One float per row, in
+        row order; rows of different lengths or a bad row raise, naming it.
 
         Example:
             >>> reranker = Reranker("cross-encoder/ms-marco-MiniLM-L6-v2", device="cpu")
@@ -515,15 +483,10 @@ class Reranker:
     # Every public method checks its input first, in the caller's frame (crossrank.validation).
 
     def check_query(self, query: object, *, where: str = "query") -> str:
-        """Return ``query`` if the model can rank against it; the check every method runs first.
+        """Return ``query`` if the model can rank against it (:func:`crossrank.validation.check_query`).
 
-        A server or an adapter that queues work, or changes the query (prefixes), calls this to
-        refuse a bad query up front with crossrank's own rule and message.
-
-        Raises:
-            DocumentTypeError: ``query`` is not a ``str``.
-            EmptyQueryError: it has no tokens: empty, whitespace, or only control or zero-width
-                characters (which pass ``str.strip()`` but give the model nothing to read).
+        A server or an adapter that queues work, or adds prefixes, refuses a bad query up front
+        with this: crossrank's own rule and message.
 
         Example:
             >>> reranker = Reranker("cross-encoder/ms-marco-MiniLM-L6-v2", device="cpu")

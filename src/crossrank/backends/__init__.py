@@ -199,7 +199,10 @@ def check_backend_options(name: str, values: Mapping[str, Any]) -> dict[str, Any
     for option in values:
         if option not in declared:
             takers = [other for other in _REGISTRY if other != name and option in backend_option_names(other)]
-            where = " or ".join(f"backend={other!r}" for other in takers) or "no backend"
+            if not takers:
+                own = ", ".join(declared) or "none"
+                raise ValueError(f"{option} is not an option of backend={name!r} (its options: {own})")
+            where = " or ".join(f"backend={other!r}" for other in takers)
             raise ValueError(f"{option} applies to {where} only (backend={name!r})")
     if model is None:
         return {}
