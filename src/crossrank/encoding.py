@@ -25,13 +25,20 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from crossrank.errors import InvalidArgumentError
+from crossrank.errors import DocumentTooLongError, InvalidArgumentError
 
-__all__ = ["BATCH_OVERHEAD_TOKENS", "EncodedBatch", "EncodedPairs", "PairEncoder", "plan_batches"]
+__all__ = [
+    "BATCH_OVERHEAD_TOKENS",
+    "EncodedBatch",
+    "EncodedPairs",
+    "PairEncoder",
+    "plan_batches",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +267,78 @@ class PairEncoder:
         """
         budget = self.max_length - self._num_special
         return budget - min(self.count_tokens(query), budget // 2)
+
+    def fit(
+        self,
+        query: str,
+        texts: Sequence[str],
+        *,
+        max_tokens_per_doc: int | None = None,
+        side: Literal["right", "left"] = "right",
+        cut: bool = True,
+        windows: bool = False,
+    ) -> list[str]:
+        """``texts`` cut, at token boundaries, to what fits next to ``query`` in one pair.
+
+        A text keeps at most :meth:`document_room` tokens (and at most ``max_tokens_per_doc``):
+        its first ones (``side="right"`` cuts the end) or its last ones (``"left"``). The cut is a
+        slice of the text as given, so what is kept reads exactly as it came.
+
+        Args:
+            query: The query the texts will be paired with.
+            texts: The texts; not modified.
+            max_tokens_per_doc: Cut every text to at most this many tokens, even one that fits.
+            side: Which end of a long text is cut off.
+            cut: False refuses a text longer than the room (:class:`~crossrank.errors.DocumentTooLongError`)
+                instead of cutting it; ``max_tokens_per_doc`` still cuts.
+            windows: The texts will be scored as windows (``long_documents="windows"``), so the
+                room limits nothing: only ``max_tokens_per_doc`` cuts, and nothing is refused.
+
+        Returns:
+            One text per text, in order; a text that fits is returned as the same object.
+
+        Raises:
+            DocumentTooLongError: ``cut=False`` and a text doesn't fit (the first one is named).
+            InvalidArgumentError: ``side`` or ``max_tokens_per_doc`` is invalid.
+
+        Example:
+            >>> from crossrank.testing import fake_tokenizer
+            >>> tokenizer = fake_tokenizer()
+            >>> encoder = PairEncoder(tokenizer, max_length=8, pad_token_id=0, with_token_type_ids=True)
+            >>> encoder.document_room("flea")  # 8 - 3 special tokens - 1 query token
+            4
+            >>> encoder.fit("flea", ["fleas live a year with a host", "tea"])
+            ['fleas live a year', 'tea']
+            >>> encoder.fit("flea", ["fleas live a year with a host"], side="left", max_tokens_per_doc=2)
+            ['a host']
+            >>> encoder.fit("flea", ["fleas live a year with a host"], cut=False)
+            Traceback (most recent call last):
+            ...
+            crossrank.errors.DocumentTooLongError: texts[0] has 11 tokens with the query, more than ...
+        """
+        if side not in ("right", "left"):
+            raise InvalidArgumentError(f"side must be 'right' or 'left', got {side!r}")
+        if max_tokens_per_doc is not None and (
+            isinstance(max_tokens_per_doc, bool)
+            or not isinstance(max_tokens_per_doc, int)
+            or max_tokens_per_doc < 1
+        ):
+            raise InvalidArgumentError(f"max_tokens_per_doc must be an int >= 1, got {max_tokens_per_doc!r}")
+        room = self.document_room(query)
+        fitted = []
+        for index, (text, encoding) in enumerate(zip(texts, self.tokenize(texts), strict=True)):
+            limit = len(encoding) if windows else room
+            if max_tokens_per_doc is not None:
+                limit = min(limit, max_tokens_per_doc)
+            if len(encoding) <= limit:
+                fitted.append(text)
+                continue
+            if not cut and not windows and len(encoding) > room:
+                pair_tokens = len(encoding) + self.max_length - room  # with the query and special tokens
+                raise DocumentTooLongError(index=index, tokens=pair_tokens, max_length=self.max_length)
+            offsets = encoding.offsets
+            fitted.append(text[offsets[-limit][0] :] if side == "left" else text[: offsets[limit - 1][1]])
+        return fitted
 
     def _encode_texts(self, texts: Sequence[str], what: str | None) -> list[Encoding]:
         """Tokenise ``texts`` without special tokens; unpaired surrogates become U+FFFD.

@@ -12,6 +12,7 @@ built-in exception a Python user would expect (``ValueError`` / ``TypeError`` /
     ├── InvalidArgumentError (ValueError)   a bad option, e.g. ``top_n=0``
     │   └── EmptyQueryError                 the query is empty or only whitespace
     │   └── InputFileError                  a file of documents or settings can't be read as such
+    │   └── DocumentTooLongError            a text doesn't fit the model, and cutting it was refused
     ├── DocumentTypeError (TypeError)       a document (or the query) is not a ``str``
     └── ScoringError                        the model returned NaN/inf scores
 
@@ -31,6 +32,7 @@ import os
 __all__ = [
     "BackendUnavailableError",
     "CrossrankError",
+    "DocumentTooLongError",
     "DocumentTypeError",
     "EmptyQueryError",
     "InputFileError",
@@ -89,6 +91,22 @@ class InputFileError(InvalidArgumentError):
         self.line = line
         where = self.path if line is None else f"{self.path}:{line}"
         super().__init__(f"{where}: {message}")
+
+
+class DocumentTooLongError(InvalidArgumentError):
+    """A text doesn't fit next to the query, and cutting it was not allowed (``PairEncoder.fit``).
+
+    Attributes:
+        index: The text's position in the texts given.
+        tokens: Tokens of the (query, text) pair, special tokens included.
+        max_length: Most tokens a pair may have.
+    """
+
+    def __init__(self, *, index: int, tokens: int, max_length: int) -> None:
+        self.index, self.tokens, self.max_length = index, tokens, max_length
+        super().__init__(
+            f"texts[{index}] has {tokens} tokens with the query, more than max_length={max_length}"
+        )
 
 
 class DocumentTypeError(CrossrankError, TypeError):

@@ -140,7 +140,15 @@ class PairBatcher:
     async def score(
         self, query: str, texts: list[str], *, is_gone: Callable[[], Awaitable[bool]] | None = None
     ) -> Scored:
-        """Raw logits of ``texts`` against ``query`` (inputs already checked by the caller)."""
+        """Raw logits of ``texts`` against ``query`` (inputs already checked by the caller).
+
+        Raises:
+            ClientGone: ``is_gone`` said so before scoring, the batcher was stopped with the request
+                still queued, or it is not running (never started, or stopped).
+            ScoringError: The model gave this request non-finite scores (its batch-mates still score).
+        """
+        if self.enabled and not self.running:  # nothing would ever take it from the queue
+            raise ClientGone("the scoring loop is not running")
         if not self.enabled:
             stats, started = ScoringStats(), time.perf_counter()
             (logits,) = await asyncio.to_thread(

@@ -2,16 +2,25 @@
 Cohere's v1 plus ``usage``) and Hugging Face text-embeddings-inference (TEI).
 
 Requests ignore keys they don't know (gateways add their own: ``priority``, ``"model-id"``,
-``is_truncated``...); responses omit optional fields instead of sending ``null``.
+``is_truncated``...); responses omit optional fields instead of sending ``null``. Each response
+class builds itself from a :class:`~crossrank.Ranking` (``CohereResponse.build``,
+``TeiRank.build_list``, ``TeiInfo.build``): the routes hold no body of their own.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import uuid
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
-from crossrank.config import RerankerConfig, env_name
+import crossrank
+from crossrank.config import RerankerConfig, env_name, refuse_bool_number_confusion
+from crossrank.results import RankedDocument, Ranking
+
+if TYPE_CHECKING:
+    from crossrank.reranker import Reranker
+    from crossrank.server.config import ServerConfig
 
 __all__ = [
     "CohereError",
@@ -22,6 +31,7 @@ __all__ = [
     "TeiInfo",
     "TeiRank",
     "TeiRequest",
+    "shown_score",
 ]
 
 
@@ -45,6 +55,12 @@ class _Request(BaseModel):
     dedupe: Dedupe = None
     max_tokens: MaxTokens = None
     fusion: FusionMethod = None
+
+    @field_validator("dedupe", "max_tokens", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: Any) -> Any:
+        """``"dedupe": true`` is refused, as everywhere in crossrank (it would quietly mean 1.0)."""
+        return refuse_bool_number_confusion(info.field_name, value)
 
 
 class CohereRequest(_Request):
@@ -126,11 +142,68 @@ class CohereResponse(BaseModel):
     model: str
     usage: Usage
 
+    @classmethod
+    def build(
+        cls, ranking: Ranking, *, version: str, model: str, tokens: int, return_documents: bool = False
+    ) -> CohereResponse:
+        """The Cohere (v1 or v2, and Jina) answer listing ``ranking``; ``tokens``: the tokens scored.
+
+        Example:
+            >>> hit = RankedDocument(index=1, score=0.9, text="fleas live a year")
+            >>> answer = CohereResponse.build(Ranking([hit]), version="2", model="m", tokens=12)
+            >>> answer.as_json()["results"], answer.usage.total_tokens
+            ([{'index': 1, 'relevance_score': 0.9}], 12)
+        """
+        results = [
+            CohereResult(
+                index=hit.index,
+                relevance_score=shown_score(hit),
+                document=CohereDocument(text=hit.text) if return_documents else None,
+            )
+            for hit in ranking
+        ]
+        return cls(
+            id=str(uuid.uuid4()),
+            results=results,
+            meta=CohereMeta(api_version=_ApiVersion(version=version), tokens=_Tokens(input_tokens=tokens)),
+            model=model,
+            usage=Usage(total_tokens=tokens, prompt_tokens=tokens),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The body as sent: optional fields left out, not ``null``."""
+        return self.model_dump(exclude_none=True)
+
 
 class TeiRank(BaseModel):
     index: int
     score: float
     text: str | None = Field(None, description="Only when return_text is true.")
+
+    @classmethod
+    def build_list(cls, ranking: Ranking, *, return_text: bool = False) -> list[TeiRank]:
+        """TEI's answer: one rank per document of ``ranking``, in its order.
+
+        Example:
+            >>> hit = RankedDocument(index=1, score=0.9, text="fleas live a year")
+            >>> TeiRank.as_json(TeiRank.build_list(Ranking([hit]), return_text=True))
+            [{'index': 1, 'score': 0.9, 'text': 'fleas live a year'}]
+        """
+        return [
+            cls(index=hit.index, score=shown_score(hit), text=hit.text if return_text else None)
+            for hit in ranking
+        ]
+
+    @staticmethod
+    def as_json(ranks: list[TeiRank]) -> list[dict[str, Any]]:
+        """The body as sent (a bare array): ``text`` left out unless asked for."""
+        return [rank.model_dump(exclude_none=True) for rank in ranks]
+
+
+def shown_score(hit: RankedDocument) -> float:
+    """The score a client is shown: with fusion the fused one, since clients re-sort by the score
+    they get and the order is the fused one."""
+    return hit.score if hit.fused_score is None else hit.fused_score
 
 
 class TeiInfo(BaseModel):
@@ -145,6 +218,22 @@ class TeiInfo(BaseModel):
     tokenization_workers: int = 1
     version: str
     backend: str
+
+    @classmethod
+    def build(cls, reranker: Reranker, config: ServerConfig, model_name: str) -> TeiInfo:
+        """TEI's ``GET /info`` for ``reranker`` served with ``config`` as ``model_name``."""
+        return cls(
+            model_id=model_name,
+            model_dtype=reranker.quantize or getattr(reranker.engine, "precision", "fp32"),
+            model_type={"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}},
+            max_concurrent_requests=config.max_concurrent_requests,
+            max_input_length=reranker.max_length,
+            max_batch_tokens=config.max_batch_tokens,
+            max_client_batch_size=config.max_client_batch_size,
+            auto_truncate=config.auto_truncate,
+            version=crossrank.__version__,
+            backend=f"crossrank {reranker.backend} on {reranker.device}",
+        )
 
 
 class CohereError(BaseModel):
