@@ -16,7 +16,6 @@ The results go to ``benchmarks/results/finetune-scifact-*.json`` and the learnin
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import resource
@@ -119,17 +118,22 @@ def main() -> None:
     parser.add_argument("--model", default=str(FIXTURE))
     parser.add_argument("--sizes", default="0,100,300", help="training queries per run; 0 = all")
     parser.add_argument("--also-evaluate", nargs="*", default=["trec-dl-2019"])
-    from crossrank.finetune import finetune
+    from crossrank.finetune import FinetuneConfig
 
-    default = {name: p.default for name, p in inspect.signature(finetune).parameters.items()}
-    parser.add_argument("--num-negatives", type=int, default=default["num_negatives"])
-    parser.add_argument("--epochs", type=float, default=default["epochs"])
-    parser.add_argument("--batch-size", type=int, default=default["batch_size"])
-    parser.add_argument("--learning-rate", type=float, default=default["learning_rate"])
-    parser.add_argument("--max-length", type=int, default=default["max_length"])
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed-precision training")
+    # The training settings, with FinetuneConfig's defaults and help (the time budget is this benchmark's).
+    for name, kind in (
+        ("num_negatives", int),
+        ("epochs", float),
+        ("batch_size", int),
+        ("learning_rate", float),
+        ("max_length", int),
+        ("seed", int),
+    ):
+        setting = FinetuneConfig.model_fields[name]
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=kind, default=setting.default, help=setting.description)
+    parser.add_argument("--bf16", action="store_true", help=FinetuneConfig.model_fields["bf16"].description)
     parser.add_argument("--max-minutes", type=float, default=60.0)
-    parser.add_argument("--seed", type=int, default=default["seed"])
     parser.add_argument("--models-dir", default="/tmp/crossrank-finetune-models")
     parser.add_argument(
         "--results", default=str(HERE / "results" / f"finetune-scifact-{time.strftime('%Y-%m-%d')}-cpu2.json")

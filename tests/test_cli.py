@@ -256,11 +256,111 @@ def test_the_cli_works_without_the_server_extra() -> None:
     assert exit_code == "1" and "pip install 'crossrank[server]'" in message
 
 
+# --------------------------------------------------------------------------- help and output as written
+
+
+def _declared_help(callback) -> list[str]:
+    """The help texts a command declares (its docstring, each option's help), before any rendering."""
+    import inspect
+    import typing
+
+    from typer.models import ParameterInfo
+
+    texts = [inspect.cleandoc(callback.__doc__ or "")]
+    for parameter in inspect.signature(callback, eval_str=True).parameters.values():
+        texts += [
+            info.help
+            for info in typing.get_args(parameter.annotation)[1:]
+            if isinstance(info, ParameterInfo) and info.help
+        ]
+    return texts
+
+
+def _help(*args: str) -> str:
+    result = runner.invoke(
+        app, [*args, "--help"], env={"COLUMNS": "400"}, terminal_width=400, prog_name="crossrank"
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_every_help_shows_its_texts_as_written() -> None:
+    """rich reads ``[train]`` as markup: every help text keeps its brackets (``crossrank[train]``)."""
+    import re
+
+    commands = {info.name: info.callback for info in app.registered_commands}
+    assert set(commands) == {"demo", "rank", "eval", "finetune", "serve", "rerank-batch"}
+    pages = {(): (_help(), [app.info.help])} | {
+        (name,): (_help(name), _declared_help(callback)) for name, callback in commands.items()
+    }
+    bracketed = 0
+    for command, (page, texts) in pages.items():
+        shown = _said(page)
+        assert "\\[" not in page, command  # no escape shows through
+        for text in texts:
+            for token in re.findall(r"\S*\[[^\]]*\]\S*", text):
+                assert _said(token) in shown, (command, token)
+                bracketed += 1
+    assert bracketed >= 4  # finetune's docstring and --dataset, rerank-batch's INPUT
+    assert "Needs pip install 'crossrank[train]'. See docs/finetuning.md." in _said(pages[("finetune",)][0])
+    assert "JSONL of {query, positives: [text], negatives?: [text]}" in _said(pages[("finetune",)][0])
+
+
+def test_usage_lines_name_arguments_by_their_metavar() -> None:
+    def usage(command: str) -> str:
+        return next(line for line in _help(command).splitlines() if "Usage:" in line).strip()
+
+    assert usage("rank") == "Usage: crossrank rank [OPTIONS] FILE"
+    assert usage("rerank-batch") == "Usage: crossrank rerank-batch [OPTIONS] INPUT OUTPUT"
+    assert usage("finetune") == "Usage: crossrank finetune [OPTIONS]"
+
+
+def test_an_error_naming_an_extra_is_printed_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    from crossrank.cli.console import fail
+    from crossrank.errors import BackendUnavailableError
+
+    exit_ = fail(BackendUnavailableError("backend='onnx' needs onnxruntime: pip install 'crossrank[onnx]'"))
+    assert exit_.exit_code == 1
+    assert (
+        capsys.readouterr().err == "error: backend='onnx' needs onnxruntime: pip install 'crossrank[onnx]'\n"
+    )
+
+
+def test_lines_are_not_wrapped_where_stderr_is_not_a_terminal(tmp_path: Path) -> None:
+    """In a log or a pipe a status line stays one line, however narrow the terminal would be."""
+    import os
+    import subprocess
+    import sys
+
+    missing = tmp_path / ("a-long-folder-name-" * 6) / "documents.txt"
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "crossrank", "rank", str(missing), "-q", "flea"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and len(lines[0]) > 150, done.stderr
+    assert str(missing) in lines[0]
+
+
+def test_demo_status_lines_stay_whole_beside_json(offline_hub, tiny_model_dir: Path) -> None:
+    result = runner.invoke(app, ["demo", "-m", str(tiny_model_dir), "-n", "2", "-k", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["num_candidates"] == 5
+    stages = [line for line in result.stderr.splitlines() if line.startswith("stage ")]
+    assert [line[:7] for line in stages if " in " in line and line.endswith(")")] == ["stage 1", "stage 2"]
+    assert any(len(line) > 80 for line in stages)  # the tiny model's path makes stage 2's line long
+
+
 # --------------------------------------------------------------------------- Ctrl-C in Ray commands
 
 
 def test_ctrl_c_whose_clean_up_hangs_exits_130_after_the_grace() -> None:
-    from crossrank import cli
+    from crossrank.cli import interrupt
 
     exits: list[int] = []
     fired = threading.Event()
@@ -270,7 +370,7 @@ def test_ctrl_c_whose_clean_up_hangs_exits_130_after_the_grace() -> None:
         exits.append(code)
         fired.set()
 
-    with pytest.raises(KeyboardInterrupt), cli._bounded_interrupt(0.2, hard_exit=hard_exit):
+    with pytest.raises(KeyboardInterrupt), interrupt.bounded_interrupt(0.2, hard_exit=hard_exit):
         try:
             signal.raise_signal(signal.SIGINT)
         finally:  # a clean-up that outlasts the grace
@@ -280,19 +380,19 @@ def test_ctrl_c_whose_clean_up_hangs_exits_130_after_the_grace() -> None:
 
 
 def test_second_ctrl_c_exits_at_once_and_a_quick_clean_up_never_does() -> None:
-    from crossrank import cli
+    from crossrank.cli import interrupt
 
     exits: list[int] = []
-    with pytest.raises(KeyboardInterrupt), cli._bounded_interrupt(60, hard_exit=exits.append):
+    with pytest.raises(KeyboardInterrupt), interrupt.bounded_interrupt(60, hard_exit=exits.append):
         try:
             signal.raise_signal(signal.SIGINT)
         finally:
             assert exits == []
             signal.raise_signal(signal.SIGINT)  # the second Ctrl-C, during the clean-up
             assert exits == [130]
-    with pytest.raises(KeyboardInterrupt), cli._bounded_interrupt(1.0, hard_exit=exits.append):
+    with pytest.raises(KeyboardInterrupt), interrupt.bounded_interrupt(1.0, hard_exit=exits.append):
         signal.raise_signal(signal.SIGINT)  # clean-up done at once: the deadline is cancelled
-    with cli._bounded_interrupt(1.0, hard_exit=exits.append):
+    with interrupt.bounded_interrupt(1.0, hard_exit=exits.append):
         pass
     time.sleep(1.5)
     assert exits == [130]
@@ -300,15 +400,15 @@ def test_second_ctrl_c_exits_at_once_and_a_quick_clean_up_never_does() -> None:
 
 def test_the_guard_is_off_outside_the_crossrank_process() -> None:
     """Run in-process (CliRunner, a notebook), a Ctrl-C must never end the host with os._exit."""
-    from crossrank import cli
+    from crossrank.cli import interrupt
 
     before = signal.getsignal(signal.SIGINT)
-    assert not cli._AS_COMMAND  # pytest is not the crossrank command
-    with cli._bounded_interrupt(0.1):
+    assert not interrupt.as_command()  # pytest is not the crossrank command
+    with interrupt.bounded_interrupt(0.1):
         assert signal.getsignal(signal.SIGINT) is before  # nothing armed
 
     def in_a_thread() -> None:
-        with cli._bounded_interrupt(0.1, hard_exit=lambda code: None):
+        with interrupt.bounded_interrupt(0.1, hard_exit=lambda code: None):
             seen.append(signal.getsignal(signal.SIGINT))
 
     seen: list = []

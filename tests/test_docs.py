@@ -28,7 +28,9 @@ MODULES = [
     "crossrank.selection",
     "crossrank.server.config",
     "crossrank.testing",
-    "crossrank.finetune",
+    "crossrank.finetune.config",
+    "crossrank.finetune.data",
+    "crossrank.finetune.train",
 ]
 
 _RUNNER = """

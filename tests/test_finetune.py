@@ -6,7 +6,6 @@ the real SciFact measurement is benchmarks/finetune_scifact.py.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import random
@@ -18,7 +17,13 @@ from typer.testing import CliRunner
 from crossrank import Reranker
 from crossrank.cli import app
 from crossrank.errors import InputFileError, InvalidArgumentError
-from crossrank.finetune import FinetuneResult, finetune, load_training_data, mine_hard_negatives
+from crossrank.finetune import (
+    FinetuneConfig,
+    FinetuneResult,
+    finetune,
+    load_training_data,
+    mine_hard_negatives,
+)
 
 runner = CliRunner()
 
@@ -344,10 +349,10 @@ def test_cli_json_is_the_result_and_the_only_stdout(tmp_path: Path, tiny_model_d
     assert payload["output"] == str(output)
     assert payload["settings"]["num_negatives"] == 1 and payload["settings"]["seed"] == 3
     assert payload == json.loads((output / "finetune.json").read_text(encoding="utf-8"))
-    # the options not given take the Python function's defaults: the CLI declares none of its own
-    defaults = inspect.signature(finetune).parameters
+    # the options not given take FinetuneConfig's defaults: the CLI declares none of its own
     for name in ("epochs", "batch_size", "learning_rate", "bf16", "stage1", "eval_split", "max_minutes"):
-        assert payload["settings"][name] == defaults[name].default, name
+        assert payload["settings"][name] == FinetuneConfig.model_fields[name].default, name
+    assert set(FinetuneConfig.model_fields) < set(payload["settings"])  # the whole config is recorded
 
 
 def test_bf16_training_saves_float32_weights_that_moved(
@@ -364,6 +369,69 @@ def test_bf16_training_saves_float32_weights_that_moved(
     base, tuned = Reranker(tiny_model_dir, device="cpu"), Reranker(result.output, device="cpu")
     documents = ["flea flea flea the", "tea tea tea of"]
     assert tuned.score("what is a flea", documents) != pytest.approx(base.score("what is a flea", documents))
+
+
+def test_cli_options_are_the_fields_of_finetune_config() -> None:
+    """Declared once: every FinetuneConfig field is an option, with its help, bounds and env name."""
+    import typer
+
+    params = {p.name: p for p in typer.main.get_command(app).commands["finetune"].params}
+    for name, field in FinetuneConfig.model_fields.items():
+        assert field.description in params[name].help, name
+    assert "Env: CROSSRANK_FINETUNE_EPOCHS." in params["epochs"].help
+    assert "Env: CROSSRANK_DATA_DIR." in params["data_dir"].help
+    flags = {name: (params[name].opts, params[name].secondary_opts) for name in params}
+    assert flags["num_negatives"] == (["--negatives"], [])
+    assert flags["also_evaluate"] == (["--also-eval"], [])
+    assert flags["max_train_queries"] == (["--max-queries"], [])
+    assert flags["bf16"] == (["--bf16"], ["--fp32"])
+    assert flags["resume"] == (["--resume"], []) and flags["overwrite"] == (["--overwrite"], [])
+    assert sorted(flags["dataset"][0]) == ["--dataset", "-d"] and sorted(flags["output"][0]) == [
+        "--output",
+        "-o",
+    ]
+    assert (params["num_negatives"].min, params["max_length"].min, params["eval_depth"].min) == (0, 8, 1)
+    assert params["also_evaluate"].multiple
+
+
+def test_cli_settings_come_from_options_then_env_then_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[FinetuneConfig] = []
+
+    def fake_finetune(dataset, model, output, config, progress=None):
+        seen.append(config)
+        raise InvalidArgumentError("stopped before training")
+
+    monkeypatch.setattr("crossrank.finetune.finetune", fake_finetune)
+    settings = tmp_path / "app.yaml"
+    settings.write_text(
+        "finetune:\n  epochs: 1\n  num_negatives: 3\n  seed: 4\n  also_evaluate: [trec-dl-2019]\n"
+    )
+    args = ["finetune", "-d", "data", "-m", "model", "-o", str(tmp_path / "out"), "--config", str(settings)]
+    env = {
+        "CROSSRANK_FINETUNE_EPOCHS": "3",
+        "CROSSRANK_FINETUNE_SEED": "5",
+        "CROSSRANK_DATA_DIR": str(tmp_path),
+    }
+    result = runner.invoke(app, [*args, "--negatives", "5", "--seed", "6", "--bf16"], env=env)
+    assert result.exit_code == 1 and "stopped before training" in result.output
+    config = seen[0]
+    assert (config.epochs, config.num_negatives, config.seed, config.bf16) == (3.0, 5, 6, True)
+    assert config.also_evaluate == ("trec-dl-2019",) and config.data_dir == tmp_path
+    bad = runner.invoke(app, args, env={"CROSSRANK_FINETUNE_BATCH_SIZE": "0"})
+    assert bad.exit_code == 1 and "batch_size: Input should be greater than 0" in " ".join(bad.output.split())
+    assert "Traceback" not in bad.output and len(seen) == 1
+
+
+def test_bad_or_unknown_options_are_refused_before_anything_is_read(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    with pytest.raises(InvalidArgumentError, match="epochs: Input should be greater than 0"):
+        finetune(tmp_path / "nowhere", tiny_model_dir, tmp_path / "out", epochs=0)
+    with pytest.raises(InvalidArgumentError, match="epoch: Extra inputs are not permitted"):
+        finetune(tmp_path / "nowhere", tiny_model_dir, tmp_path / "out", FinetuneConfig(), epoch=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_cli_bad_qrels_exit_1_with_file_and_line(tmp_path: Path, tiny_model_dir: Path, beir: Path) -> None:
@@ -385,7 +453,7 @@ def test_cli_bad_qrels_exit_1_with_file_and_line(tmp_path: Path, tiny_model_dir:
 
 
 def test_scifact_train_reads_whole_and_mined_negatives_never_hold_a_judged_positive(shared_dir: Path) -> None:
-    from crossrank.finetune import _without_held_out
+    from crossrank.finetune.evaluate import without_held_out
 
     folder = shared_dir / "data" / "beir-scifact"
     data = load_training_data(folder)
@@ -399,6 +467,6 @@ def test_scifact_train_reads_whole_and_mined_negatives_never_hold_a_judged_posit
     from crossrank.evaluation import load_dataset
 
     test = load_dataset(folder, depth=20)
-    kept, left_out = _without_held_out(data, test, None, "test")
+    kept, left_out = without_held_out(data, test, None, "test")
     assert sorted(left_out) == ["1291", "871"]  # same claim text as a test query
     assert len(kept) == 807 and not {q.qid for q in kept} & set(test.queries)

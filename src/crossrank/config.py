@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, PositiveInt, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
-    PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
@@ -44,6 +43,7 @@ __all__ = [
     "env_name",
     "options_table",
     "refuse_bool_number_confusion",
+    "validate_arguments",
 ]
 
 #: The model ``Reranker()`` loads when none is named.
@@ -318,25 +318,51 @@ class RerankerConfig(BaseSettings):
             ...
             crossrank.errors.InvalidArgumentError: top_n: Input should be greater than 0 (got 0)
         """
-        try:
-            return _ArgumentsOnly(**values)
-        except ValidationError as err:
-            raise InvalidArgumentError(describe_validation_error(err)) from None
+        return validate_arguments(cls, **values)
 
 
-class _ArgumentsOnly(RerankerConfig):
-    """A :class:`RerankerConfig` validated from its keyword arguments only (no environment)."""
+Settings = TypeVar("Settings", bound=BaseSettings)
+_ARGUMENTS_ONLY: dict[type, type] = {}
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
+
+def validate_arguments(cls: type[Settings], **values: Any) -> Settings:
+    """``values`` validated by settings class ``cls`` alone: no environment, no files.
+
+    What a constructor called in code means (``Reranker(...)``, ``finetune(...)``): what it says,
+    whatever the environment holds. The result is an instance of a subclass of ``cls`` that reads
+    only its arguments, named like ``cls``.
+
+    Raises:
+        InvalidArgumentError: A value is invalid or unknown; the message names the field.
+
+    Example:
+        >>> import os
+        >>> os.environ["CROSSRANK_TOP_N"] = "7"
+        >>> validate_arguments(RerankerConfig).top_n, RerankerConfig().top_n
+        (3, 7)
+        >>> del os.environ["CROSSRANK_TOP_N"]
+    """
+    only = _ARGUMENTS_ONLY.get(cls)
+    if only is None:
+
+        def sources(_cls: type, settings_cls: type, init_settings: Any, **_others: Any) -> tuple[Any, ...]:
+            return (init_settings,)
+
+        only = type(
+            cls.__name__,
+            (cls,),
+            {
+                "settings_customise_sources": classmethod(sources),
+                "__module__": cls.__module__,
+                "__qualname__": cls.__qualname__,
+                "__doc__": f"A {cls.__name__} validated from its keyword arguments only.",
+            },
+        )
+        _ARGUMENTS_ONLY[cls] = only
+    try:
+        return only(**values)
+    except ValidationError as err:
+        raise InvalidArgumentError(describe_validation_error(err)) from None
 
 
 def check_option(name: str, value: object) -> Any:

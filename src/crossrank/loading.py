@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crossrank.backends import Backend, load_backend
-from crossrank.config import RerankerConfig
+from crossrank.config import BACKEND_FIELDS, OPTION_GROUPS, RerankerConfig
 from crossrank.encoding import PairEncoder
 from crossrank.errors import InvalidArgumentError
 from crossrank.model_source import resolve_model_source
@@ -23,18 +23,10 @@ from crossrank.selection import load_token_counter
 
 __all__ = ["LOADING_OPTIONS", "Assembled", "assemble", "load_engine", "ready_engine_config"]
 
-#: Options that load a model; a ready engine has made these choices already.
-LOADING_OPTIONS: tuple[str, ...] = (
-    "revision",
-    "local_files_only",
-    "cache_folder",
-    "trust_remote_code",
-    "backend_options",
-    "device",
-    "precision",
-    "quantize",
-    "onnx_file",
-    "threads",
+#: Options that load a model (all of the model group but ``model``, and the engine's device, threads
+#: and backend options); a ready engine has made these choices already.
+LOADING_OPTIONS: tuple[str, ...] = tuple(
+    dict.fromkeys((*OPTION_GROUPS["model"][1:], "device", "threads", "backend_options", *BACKEND_FIELDS))
 )
 
 
