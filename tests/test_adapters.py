@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import math
 import re
@@ -13,9 +14,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import BaseModel, ConfigDict, model_validator
 
+import crossrank.adapter_cases as adapter_cases
 import crossrank.adapters as adapters
 from crossrank import DEFAULT_MODEL, DocumentTypeError, InvalidArgumentError, Reranker, RerankerConfig
+from crossrank.adapter_cases import AdapterKit
 from crossrank.adapters import (
     LOADER_OPTIONS,
     RANK_OPTIONS,
@@ -29,11 +33,6 @@ from crossrank.adapters import (
 )
 from crossrank.config import OPTION_GROUPS, PER_CALL_OPTIONS
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_RULE_TESTS = [
-    REPO_ROOT / "integrations/langchain-crossrank/tests/unit_tests/test_langchain_shared_rules.py",
-    REPO_ROOT / "integrations/llama-index-postprocessor-crossrank/tests/test_llamaindex_shared_rules.py",
-]
 SOURCES = "the model comes from exactly one of `model=` (with `device=`), `reranker=` or `config=`; "
 
 
@@ -49,7 +48,7 @@ def test_docstring_examples_run() -> None:
 
 def test_imports_no_framework() -> None:
     code = (
-        "import sys, crossrank.adapters; "
+        "import sys, crossrank.adapters, crossrank.adapter_cases; "
         "print([m for m in sys.modules if m.split('.')[0] in ('langchain_core', 'llama_index')])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -372,18 +371,81 @@ def test_check_items_without_hint() -> None:
     assert str(err.value) == "things[0] is NoneType, expected a Item"
 
 
-# ------------------------------------------------------------------ the adapters' shared tests
+# ------------------------------------------------------------------ the adapters' shared cases
 
 
-def _shared_block(path: Path) -> str:
-    text = path.read_text(encoding="utf-8")
-    begin, end = "# --- shared cases: begin", "# --- shared cases: end"
-    assert text.count(begin) == 1 and text.count(end) == 1, path
-    return text[text.index(begin) : text.index(end)]
+class MiniAdapter(BaseModel):
+    """The smallest adapter: crossrank.adapters' rules on a pydantic model, over ``TextItem`` lists."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    model: str = DEFAULT_MODEL
+    device: str | None = None
+    top_n: int | None = 3
+    normalize: bool = False
+    min_score: float | None = None
+    dedupe: float | None = None
+    max_tokens: int | None = None
+    fusion: str | None = None
+    reranker: Reranker | None = None
+    config: RerankerConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_rank_options(cls, data: Any) -> Any:
+        return {**data, **check_rank_options(data)} if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _settle(self) -> MiniAdapter:
+        adapters.settle(self)
+        return self
+
+    def rank(self, items: object) -> list[TextItem]:
+        checked = check_items(items, TextItem, name="items", type_label="TextItem")
+        options = {name: getattr(self, name) for name in RANK_OPTIONS}
+        ranking = self.reranker.rank("how long does a flea live", [item.text for item in checked], **options)
+        return [checked[hit.index] for hit in ranking]
 
 
-def test_both_adapters_run_the_same_shared_cases() -> None:
-    """The LangChain and LlamaIndex adapters are held to one list of cases, word for word."""
-    langchain, llama_index = (_shared_block(path) for path in SHARED_RULE_TESTS)
-    assert langchain == llama_index
-    assert SOURCES in langchain  # the message the cases expect is this module's
+class TextItem:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+MINI_KIT = AdapterKit(
+    adapter=MiniAdapter,
+    good_item=lambda: TextItem("Adult fleas live up to a year with a host."),
+    wrong_item=lambda: b"fleas",
+    wrong_name="bytes",
+    call=lambda adapter, items: adapter.rank(items),
+    acall=lambda adapter, items: adapter.rank(items),  # no async method of its own
+)
+
+
+@pytest.mark.parametrize("case", adapter_cases.CASES, ids=str)
+def test_the_shared_cases_hold_for_an_adapter_built_on_these_rules(case: adapter_cases.Case) -> None:
+    """The cases both framework adapters run (crossrank.adapter_cases) pass on a framework-free one."""
+    case.run(MINI_KIT)
+
+
+def test_the_device_case_holds_for_an_adapter_built_on_these_rules(tiny_model_dir: Path) -> None:
+    adapter_cases.check_device_is_an_option(MINI_KIT, str(tiny_model_dir))
+
+
+def test_the_shared_cases_expect_this_modules_messages() -> None:
+    assert adapter_cases.SOURCES == SOURCES
+    assert len({case.id for case in adapter_cases.CASES}) == len(adapter_cases.CASES)
+
+
+def test_a_broken_adapter_fails_the_shared_cases() -> None:
+    """A case fails (AssertionError) when the adapter breaks its rule, here by accepting any top_n."""
+
+    class Lenient(MiniAdapter):
+        @model_validator(mode="before")
+        @classmethod
+        def _check_rank_options(cls, data: Any) -> Any:
+            return data
+
+    case = next(case for case in adapter_cases.BAD_OPTIONS if case.id == "bad-option:top_n=2.0")
+    with pytest.raises(AssertionError, match="was accepted"):
+        case.run(dataclasses.replace(MINI_KIT, adapter=Lenient))

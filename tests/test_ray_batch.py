@@ -260,7 +260,7 @@ def test_ctrl_c_exits_within_the_grace_even_if_rays_shutdown_hangs(
     command = _command(source, output, fixture_model_dir)
     hang = (
         "import sys, time, ray; ray.shutdown = lambda *a, **k: time.sleep(3600); "
-        "import crossrank.cli as cli; cli.INTERRUPT_GRACE_S = 3.0; sys.argv = ['crossrank', *sys.argv[1:]]; "
+        "import crossrank.cli as cli; cli.interrupt.INTERRUPT_GRACE_S = 3.0; sys.argv[0] = 'crossrank'; "
         "cli.main()"
     )
     before = _ray_pids()

@@ -59,6 +59,29 @@ def test_ray_config_docstring_examples_run() -> None:
     assert outcome.attempted >= 3 and outcome.failed == 0
 
 
+def test_replica_health_check_reads_the_app_it_built() -> None:
+    """Serve's health check asks the replica's own app (no Ray internals): unhealthy without its loop."""
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from crossrank.ray.serving import RerankReplica
+    from crossrank.testing import FakeEngine
+
+    replica = SimpleNamespace(
+        reranker=Reranker.from_backend(FakeEngine()),
+        server_config=ServerConfig(batching=True),
+        server_app=None,
+    )
+    RerankReplica.check_health(replica)  # before Serve has asked for the app
+    app = RerankReplica.__serve_build_asgi_app__(replica)
+    assert replica.server_app is app
+    with pytest.raises(RuntimeError, match="scoring loop is not running"):
+        RerankReplica.check_health(replica)  # the app's lifespan has not started its batcher
+    with TestClient(app):
+        RerankReplica.check_health(replica)
+
+
 def test_serve_backpressure_answers_429_with_retry_after(ray_serve, tiny_model_dir: Path) -> None:
     """One request at a time per replica, one waiting: the rest are refused, not queued forever."""
     ray_config = RayConfig(

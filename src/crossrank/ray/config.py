@@ -6,13 +6,14 @@ The model is a :class:`crossrank.RerankerConfig` and the HTTP behaviour a
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from crossrank.config import settings_from_yaml
+from crossrank.config import RerankerConfig, settings_from_yaml
 
 __all__ = ["RAY_ENV_PREFIX", "RayConfig"]
 
@@ -97,6 +98,32 @@ class RayConfig(BaseSettings):
     def actor_options(self) -> dict[str, float]:
         """Ray resources of one replica or actor: ``{"num_cpus": ..., "num_gpus": ...}``."""
         return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+
+    def actor_reranker_config(self, reranker_config: RerankerConfig) -> RerankerConfig:
+        """The model settings one replica or actor builds its Reranker from: ``reranker_config`` with
+        Ray's defaults for what it leaves open.
+
+        * ``threads`` (None): the CPUs reserved per actor, rounded up (Ray sets ``OMP_NUM_THREADS=1``
+          in its workers, which would leave the rest of the reservation idle);
+        * ``device`` (None) without GPUs (``num_gpus=0``): ``"cpu"``, as Ray gives the actor no GPU.
+
+        What the config sets is kept. Serve replicas (:func:`crossrank.ray.serving.build_app`) and
+        batch actors (:func:`crossrank.ray.batch.rerank_batch`) both take their settings from here.
+
+        Example:
+            >>> config = RayConfig(num_cpus=1.5).actor_reranker_config(RerankerConfig(model="m"))
+            >>> config.threads, config.device
+            (2, 'cpu')
+            >>> RayConfig(num_gpus=1).actor_reranker_config(RerankerConfig(model="m", threads=4)).device
+            >>> RayConfig(num_gpus=1).actor_reranker_config(RerankerConfig(model="m", threads=4)).threads
+            4
+        """
+        update: dict[str, Any] = {}
+        if reranker_config.threads is None:
+            update["threads"] = max(1, math.ceil(self.num_cpus))
+        if self.num_gpus == 0 and reranker_config.device is None:
+            update["device"] = "cpu"
+        return reranker_config.model_copy(update=update) if update else reranker_config
 
     def deployment_options(self) -> dict[str, Any]:
         """Keyword arguments of ``serve.deployment`` for the rerank app's replicas."""

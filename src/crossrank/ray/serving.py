@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from crossrank.config import RerankerConfig
-from crossrank.ray._runtime import require_serve
 from crossrank.ray.config import RayConfig
+from crossrank.ray.runtime import require_serve
 from crossrank.server.config import ServerConfig
 
 serve = require_serve()
@@ -32,23 +32,25 @@ APP_NAME = "crossrank"
 
 @serve.ingress()
 class RerankReplica:
-    """One replica: a Reranker and the server app over it (``__serve_build_asgi_app__``)."""
+    """One replica: a Reranker and the server app over it (built in ``__serve_build_asgi_app__``)."""
 
     def __init__(self, reranker_config: RerankerConfig, server_config: ServerConfig) -> None:
         from crossrank.reranker import Reranker
 
         self.reranker = Reranker(**reranker_config.model_dump())
         self.server_config = server_config
+        #: The app this replica serves, once Serve has asked for it (``__serve_build_asgi_app__``).
+        self.server_app: Any = None
 
     def __serve_build_asgi_app__(self) -> Any:
         from crossrank.server import create_app
 
-        return create_app(self.reranker, self.server_config)
+        self.server_app = create_app(self.reranker, self.server_config)
+        return self.server_app
 
     def check_health(self) -> None:
         """Serve's health check: the replica's scoring loop must be running (else it is replaced)."""
-        app = getattr(self, "_asgi_app", None)  # set by Serve from __serve_build_asgi_app__
-        if app is not None and not app.state.crossrank.batcher.running:
+        if self.server_app is not None and not self.server_app.state.crossrank.batcher.running:
             raise RuntimeError("the replica's scoring loop is not running")
 
 
@@ -66,13 +68,7 @@ def build_app(
     """
     server_config = server_config or ServerConfig()
     ray_config = ray_config or RayConfig()
-    config = reranker_config
-    if ray_config.num_gpus == 0 and config.device is None:
-        config = config.model_copy(update={"device": "cpu"})
-    if config.threads is None:  # Ray sets OMP_NUM_THREADS=1 in replicas; use the CPUs reserved
-        import math
-
-        config = config.model_copy(update={"threads": max(1, math.ceil(ray_config.num_cpus))})
+    config = ray_config.actor_reranker_config(reranker_config)
     deployment = serve.deployment(RerankReplica, name="Reranker", **ray_config.deployment_options())
     return deployment.bind(config, server_config)
 
@@ -102,7 +98,7 @@ def run(
 ) -> str:
     """Start Serve's HTTP proxy on ``server_config.host:port`` and deploy the app; its URL.
 
-    Needs a joined Ray (see :func:`crossrank.ray._runtime.ray_cluster`). Returns once every replica
+    Needs a joined Ray (see :func:`crossrank.ray.runtime.ray_cluster`). Returns once every replica
     is healthy; ``serve.shutdown()`` stops it.
     """
     serve.start(http_options={"host": server_config.host, "port": server_config.port})

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
-import functools
 import math
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from haystack import Document, component, default_from_dict, default_to_dict
@@ -17,20 +18,15 @@ from haystack.utils import ComponentDevice, Secret
 from pydantic import ValidationError
 
 from crossrank import (
+    USE_DEFAULT,
     InvalidArgumentError,
     Ranking,
     Reranker,
     RerankerConfig,
 )
-from crossrank.adapters import (
-    RANK_OPTIONS,
-    check_items,
-    check_min_score,
-    check_normalize,
-    check_top_n,
-    resolve_reranker,
-)
-from crossrank.config import check_option, describe_validation_error
+from crossrank.adapters import RANK_OPTIONS, check_items, check_rank_options, resolve_reranker
+from crossrank.config import describe_validation_error
+from crossrank.rank_options import resolve_rank_options
 
 __all__ = ["CrossrankRanker"]
 
@@ -160,20 +156,29 @@ class CrossrankRanker:
         self.model = _model_name(model)
         self.device = device
         self.token = _check_token(token)
-        self.top_k = _check_rank_option("top_n", check_top_n, top_k)
+        with _haystack_names():
+            options = check_rank_options(
+                {
+                    "top_n": top_k,
+                    "normalize": normalize,
+                    "min_score": score_threshold,
+                    "dedupe": dedupe,
+                    "max_tokens": max_tokens,
+                    "fusion": fusion,
+                }
+            )
+        self.top_k = options["top_n"]
         self.query_prefix = _check_str("query_prefix", query_prefix)
         self.query_suffix = _check_str("query_suffix", query_suffix)
         self.document_prefix = _check_str("document_prefix", document_prefix)
         self.document_suffix = _check_str("document_suffix", document_suffix)
         self.meta_fields_to_embed = _check_meta_fields(meta_fields_to_embed)
         self.embedding_separator = _check_str("embedding_separator", embedding_separator)
-        self.normalize = _check_rank_option("normalize", check_normalize, normalize)
-        self.score_threshold = _check_rank_option("min_score", check_min_score, score_threshold)
-        self.dedupe = _check_rank_option("dedupe", functools.partial(check_option, "dedupe"), dedupe)
-        self.max_tokens = _check_rank_option(
-            "max_tokens", functools.partial(check_option, "max_tokens"), max_tokens
-        )
-        self.fusion = _check_rank_option("fusion", functools.partial(check_option, "fusion"), fusion)
+        self.normalize = options["normalize"]
+        self.score_threshold = options["min_score"]
+        self.dedupe = options["dedupe"]
+        self.max_tokens = options["max_tokens"]
+        self.fusion = options["fusion"]
         self.reranker = reranker
         self._device = _device_name(device)
         self._reranker: Reranker | None = None
@@ -340,18 +345,14 @@ class CrossrankRanker:
             type_label="haystack.Document",
             hint="wrap text as Document(content=text)",
         )
-        options = {
-            "top_n": self.top_k if top_k is None else _check_rank_option("top_n", check_top_n, top_k),
-            "normalize": self.normalize,
-            "min_score": (
-                self.score_threshold
-                if score_threshold is None
-                else _check_rank_option("min_score", check_min_score, score_threshold)
-            ),
-            "dedupe": self.dedupe,
-            "max_tokens": self.max_tokens,
-            "fusion": self.fusion,
-        }
+        # crossrank's rule "the call's option, else the default": a run's None is Haystack's "not given".
+        defaults = SimpleNamespace(**{name: getattr(self, own) for name, own in _HAYSTACK_NAMES.items()})
+        with _haystack_names():
+            options = resolve_rank_options(
+                defaults,
+                top_n=USE_DEFAULT if top_k is None else top_k,
+                min_score=USE_DEFAULT if score_threshold is None else score_threshold,
+            )
         docs = _unique_by_id(docs)
         stage1 = [doc.score for doc in docs]
         if self.fusion is not None and all(score is not None for score in stage1):
@@ -372,14 +373,18 @@ class CrossrankRanker:
         return self.document_prefix + text + self.document_suffix
 
 
-def _check_rank_option(name: str, check: Callable[[object], Any], value: object) -> Any:
-    """crossrank's check of a ranking option, its message naming the option as this component does."""
+@contextlib.contextmanager
+def _haystack_names() -> Iterator[None]:
+    """crossrank's checks of the ranking options, their messages naming each option as this component
+    does (``top_k`` for ``top_n``, ``score_threshold`` for ``min_score``)."""
     try:
-        return check(value)
+        yield
     except InvalidArgumentError as err:
         message = str(err)
-        if message.startswith(name):
-            message = _HAYSTACK_NAMES[name] + message[len(name) :]
+        for name, own in _HAYSTACK_NAMES.items():
+            if message.startswith(name):
+                message = own + message[len(name) :]
+                break
         raise InvalidArgumentError(message) from None
 
 
