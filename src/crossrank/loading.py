@@ -74,9 +74,7 @@ def ready_engine_config(engine: Backend, options: dict[str, Any]) -> RerankerCon
     """
     fields = RerankerConfig.model_fields
     given = sorted(
-        name
-        for name in LOADING_OPTIONS
-        if name in options and options[name] != fields[name].default
+        name for name in LOADING_OPTIONS if name in options and options[name] != fields[name].default
     )
     if given:
         raise InvalidArgumentError(f"{', '.join(given)} apply when loading a model, not to a ready engine")
