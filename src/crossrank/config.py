@@ -131,7 +131,10 @@ class RerankerConfig(BaseSettings):
     trust_remote_code: bool = Field(False, description="Allow custom model code from the hub (torch only).")
 
     # ---------------------------------------------------------------- engine: how to run it
-    backend: str = Field("torch", description="Engine that runs the model: torch or onnx.")
+    backend: str = Field(
+        "auto",
+        description="Engine: torch, onnx, or auto (torch where the torch extra is installed, else onnx).",
+    )
     backend_options: dict[str, Any] | None = Field(
         None,
         description='Options of a registered backend beyond the ones above, as JSON: {"name": value}.',
@@ -216,11 +219,30 @@ class RerankerConfig(BaseSettings):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        from crossrank.backends import backend_names
+        from crossrank.backends import AUTO, backend_names
 
+        if value == AUTO:  # resolved with the model in _resolve_auto; reaches here only unresolved
+            return value
         if value not in backend_names():
-            raise ValueError(f"unknown backend {value!r}; choose one of {', '.join(backend_names())}")
+            raise ValueError(
+                f"unknown backend {value!r}; choose one of {', '.join((AUTO, *backend_names()))}"
+            )
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_auto(cls, data: Any) -> Any:
+        """``backend="auto"`` (the default) becomes the backend for this model: one rule, in
+        :func:`crossrank.backends.default_backend`."""
+        from crossrank.backends import AUTO, default_backend
+
+        if isinstance(data, dict) and data.get("backend", AUTO) == AUTO:
+            model = data.get("model", DEFAULT_MODEL)
+            data = {
+                **data,
+                "backend": default_backend(os.fspath(model) if isinstance(model, os.PathLike) else model),
+            }
+        return data
 
     @field_validator("*", mode="before")
     @classmethod

@@ -80,8 +80,9 @@ class Reranker:
             (default ``"cross-encoder/ms-marco-MiniLM-L6-v2"``).
         revision, local_files_only, cache_folder, trust_remote_code: Where and how to load it
             (``local_files_only=True`` or ``HF_HUB_OFFLINE=1`` never touch the network).
-        backend, backend_options: ``"torch"``, ``"onnx"`` (``pip install 'crossrank[onnx]'``), a
-            name given to :func:`crossrank.backends.register_backend` (with its own options), or an engine.
+        backend, backend_options: ``"auto"`` (torch where ``crossrank[torch]`` is installed, else
+            ONNX Runtime), ``"torch"``, ``"onnx"``, a name given to
+            :func:`crossrank.backends.register_backend` (with its own options), or an engine.
         device, precision, quantize, onnx_file, threads: How the engine runs (``precision``: torch;
             ``quantize``, ``onnx_file``: ONNX).
         batch_size, max_length: Most pairs per forward pass (pairs are length-sorted and cut into
@@ -121,7 +122,7 @@ class Reranker:
         local_files_only: bool = False,
         cache_folder: str | None = None,
         trust_remote_code: bool = False,
-        backend: str | Backend = "torch",
+        backend: str | Backend = "auto",
         backend_options: Mapping[str, Any] | None = None,
         device: str | None = None,
         precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto",

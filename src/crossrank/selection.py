@@ -310,8 +310,6 @@ def load_token_counter(
     """
     from pathlib import Path
 
-    from transformers import AutoTokenizer
-
     from crossrank.model_source import resolve_model_source
 
     if Path(tokenizer).expanduser().is_dir():
@@ -326,6 +324,17 @@ def load_token_counter(
                 f"budget_tokenizer: {err}", model=tokenizer, hub_reachable=err.hub_reachable
             ) from None
         location, offline = source.location, source.local_files_only
+    fast = _fast_tokenizer(location, offline=offline, cache_folder=cache_folder)
+    if fast is not None:  # the tokenizers library alone: no transformers needed
+        return lambda text: len(fast.encode(text, add_special_tokens=False).ids)
+    try:  # a tokenizer with no tokenizer.json (slow only): transformers converts it
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise ModelLoadError(
+            f"budget_tokenizer {tokenizer!r} has no tokenizer.json; reading its other tokenizer files "
+            "needs transformers: pip install 'crossrank[torch]'",
+            model=tokenizer,
+        ) from None
     try:
         loaded = AutoTokenizer.from_pretrained(location, local_files_only=offline, cache_dir=cache_folder)
     except (OSError, ValueError) as err:
@@ -337,3 +346,27 @@ def load_token_counter(
         return len(loaded(text, add_special_tokens=False)["input_ids"])
 
     return count
+
+
+def _fast_tokenizer(location: str, *, offline: bool, cache_folder: str | None) -> Any:
+    """The ``tokenizer.json`` of a folder or hub repository as a ``tokenizers.Tokenizer``, or None."""
+    from pathlib import Path
+
+    from tokenizers import Tokenizer
+
+    file = Path(location) / "tokenizer.json"
+    if not Path(location).is_dir():
+        from huggingface_hub import hf_hub_download
+
+        try:
+            file = Path(
+                hf_hub_download(location, "tokenizer.json", local_files_only=offline, cache_dir=cache_folder)
+            )
+        except Exception:  # no such file in the repo (or not cached): the slow path says why
+            return None
+    if not file.is_file():
+        return None
+    loaded = Tokenizer.from_file(str(file))
+    loaded.no_truncation()
+    loaded.no_padding()
+    return loaded

@@ -17,8 +17,10 @@ those. Nothing outside a backend's own modules branches on its name.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -26,14 +28,16 @@ from pydantic import BaseModel, ValidationError
 from tokenizers import Tokenizer
 
 from crossrank.encoding import EncodedBatch
-from crossrank.errors import InvalidArgumentError
+from crossrank.errors import BackendUnavailableError, InvalidArgumentError
 from crossrank.model_source import ModelSource
 
 __all__ = [
+    "AUTO",
     "Backend",
     "backend_names",
     "backend_option_names",
     "check_backend_options",
+    "default_backend",
     "load_backend",
     "register_backend",
 ]
@@ -84,6 +88,8 @@ class _Registered:
 
     loader: Callable[..., Backend] | str
     options: type[BaseModel] | str | None
+    #: What to ``pip install`` when the loader's packages are missing.
+    install: str | None = None
 
 
 #: Registered engines by name. Paths are imported on first use, so torch isn't imported to run ONNX.
@@ -91,6 +97,7 @@ _REGISTRY: dict[str, _Registered] = {
     "torch": _Registered(
         "crossrank.backends.torch_backend:TorchBackend.load",
         "crossrank.backends.torch_options:TorchOptions",
+        install="crossrank[torch]",
     ),
     "onnx": _Registered(
         "crossrank.backends.onnx_backend:OnnxBackend.load",
@@ -100,7 +107,11 @@ _REGISTRY: dict[str, _Registered] = {
 
 
 def register_backend(
-    name: str, loader: Callable[..., Backend] | str, *, options: type[BaseModel] | str | None = None
+    name: str,
+    loader: Callable[..., Backend] | str,
+    *,
+    options: type[BaseModel] | str | None = None,
+    install: str | None = None,
 ) -> None:
     """Make ``Reranker(model, backend=name)`` (and ``RerankerConfig(backend=name)``) load with ``loader``.
 
@@ -115,6 +126,7 @@ def register_backend(
             :class:`~crossrank.RerankerConfig` fields that belong to backends (``precision``,
             ``quantize``, ``onnx_file``, ``trust_remote_code``) or options of its own, which users
             pass in ``backend_options={...}``. None: the backend takes no options of its own.
+        install: What to ``pip install`` when the loader's packages are missing (named in the error).
 
     A ready engine can also be passed as is: ``Reranker.from_backend(engine)``.
 
@@ -133,7 +145,7 @@ def register_backend(
     """
     if not name or not isinstance(name, str):
         raise InvalidArgumentError(f"a backend name must be a non-empty str, got {name!r}")
-    _REGISTRY[name] = _Registered(loader, options)
+    _REGISTRY[name] = _Registered(loader, options, install)
 
 
 def backend_names() -> tuple[str, ...]:
@@ -219,6 +231,37 @@ def _problem(problem: Mapping[str, Any]) -> str:
     return f"{where}: {message}" if where else message
 
 
+#: What ``backend="auto"`` (the default) becomes: torch where it is installed, else ONNX Runtime.
+AUTO = "auto"
+
+
+def default_backend(model: str | None = None) -> str:
+    """The backend ``"auto"`` picks for ``model``: ``"torch"`` when torch and sentence-transformers
+    are installed (the ``torch`` extra) and the model has torch weights; else ``"onnx"``, which
+    needs neither (a local folder holding only ONNX files, as ``crossrank export`` writes, is run by
+    ONNX Runtime even where torch is installed).
+
+    Example:
+        >>> default_backend() in ("torch", "onnx")
+        True
+    """
+    if model is not None and _only_onnx_files(Path(model).expanduser()):
+        return "onnx"
+    try:
+        installed = all(importlib.util.find_spec(name) for name in ("torch", "sentence_transformers"))
+    except (ImportError, ValueError):
+        installed = False
+    return "torch" if installed else "onnx"
+
+
+def _only_onnx_files(folder: Path) -> bool:
+    if not folder.is_dir() or any(
+        (folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")
+    ):
+        return False
+    return any(folder.glob("*.onnx")) or any(folder.glob("onnx/*.onnx"))
+
+
 def load_backend(name: str, source: ModelSource, *, device: str | None, **options: Any) -> Backend:
     """Load the model behind ``source`` with the backend called ``name``.
 
@@ -233,4 +276,12 @@ def load_backend(name: str, source: ModelSource, *, device: str | None, **option
         InvalidArgumentError: ``name`` is not a known backend.
         ModelLoadError: The model could not be loaded.
     """
-    return _imported(_registered(name).loader)(source, device=device, **options)
+    entry = _registered(name)
+    try:
+        loader = _imported(entry.loader)
+    except ImportError as err:
+        raise BackendUnavailableError(
+            f"backend={name!r} needs the package {err.name or err}, which is not installed"
+            + (f": pip install '{entry.install}'" if entry.install else "")
+        ) from err
+    return loader(source, device=device, **options)

@@ -23,6 +23,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from crossrank.backends.onnx_cache import RECIPES, cached_onnx, onnx_cache_dir
+from crossrank.backends.onnx_files import can_export, exported_files, hub_patterns, ready_file
 from crossrank.config import Quantize
 from crossrank.encoding import EncodedBatch
 from crossrank.errors import (
@@ -33,7 +34,7 @@ from crossrank.errors import (
 )
 from crossrank.model_source import ModelSource
 
-__all__ = ["RECIPES", "OnnxBackend", "onnx_cache_dir", "quantizes_per_batch"]
+__all__ = ["RECIPES", "OnnxBackend", "model_folder", "onnx_cache_dir", "quantizes_per_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,36 +44,65 @@ logger = logging.getLogger(__name__)
 DISABLED_ORT_FUSIONS = ["SkipLayerNormFusion"]
 
 
-def _model_dir(
-    source: ModelSource, *, cache_folder: str | None, revision: str | None, token: Any, onnx_file: str | None
+def model_folder(
+    source: ModelSource,
+    *,
+    cache_folder: str | None,
+    revision: str | None,
+    token: Any,
+    onnx_file: str | None,
+    quantize: str | None,
+    exporting: bool,
 ) -> Path:
-    """A local folder with the model's config, tokenizer and weights (or the requested ONNX file)."""
+    """A local folder with the model's config and tokenizer, and its weights or ONNX files.
+
+    From the hub, only what will run is fetched: the named ``onnx_file``; else the weights when
+    this install exports (and a ``crossrank export`` folder's files); else the repository's ready
+    ONNX files for ``quantize`` (:func:`crossrank.backends.onnx_files.hub_patterns`).
+    """
     if Path(source.location).is_dir():
         return Path(source.location)
     from huggingface_hub import snapshot_download
 
-    patterns = ["*.json", "*.txt", "*.model"] + ([onnx_file] if onnx_file else ["model.safetensors"])
-    try:
-        return Path(
-            snapshot_download(
-                source.location,
-                revision=revision,
-                cache_dir=cache_folder,
-                token=token,
-                local_files_only=source.local_files_only,
-                allow_patterns=patterns,
+    def fetch(wanted: list[str]) -> Path:
+        try:
+            return Path(
+                snapshot_download(
+                    source.location,
+                    revision=revision,
+                    cache_dir=cache_folder,
+                    token=token,
+                    local_files_only=source.local_files_only,
+                    allow_patterns=["*.json", "*.txt", "*.model", *wanted],
+                )
             )
-        )
-    except Exception as err:
-        raise ModelLoadError(
-            f"Cannot fetch the files of model {source.name!r}: {type(err).__name__}: {err}", model=source.name
-        ) from err
+        except Exception as err:
+            raise ModelLoadError(
+                f"Cannot fetch the files of model {source.name!r}: {type(err).__name__}: {err}",
+                model=source.name,
+            ) from err
+
+    if onnx_file:
+        return fetch([onnx_file])
+    folder = fetch(hub_patterns(quantize, exporting=exporting) + (["model.safetensors"] if exporting else []))
+    exported = exported_files(folder)
+    return fetch(list(exported.values())) if exported else folder
 
 
 def _num_labels(config: dict[str, Any]) -> int:
     if "id2label" in config:
         return len(config["id2label"])
     return int(config.get("num_labels", 2))
+
+
+def _no_onnx_file(name: str, quantize: str | None) -> BackendUnavailableError:
+    """No ready ONNX file for ``quantize``, and this install can't export one: the two ways out."""
+    what = "fp32 ONNX file (onnx/model.onnx)" if quantize is None else f"ONNX file for quantize={quantize!r}"
+    return BackendUnavailableError(
+        f"Model {name!r} has no {what}, and this install can't export one (it needs torch). Either "
+        "install the exporter: pip install 'crossrank[torch]'; or export the model once where torch "
+        "is installed and load that folder here: crossrank export MODEL --output DIR."
+    )
 
 
 class OnnxBackend:
@@ -147,7 +177,7 @@ class OnnxBackend:
             import onnxruntime as ort
         except ImportError as err:
             raise BackendUnavailableError(
-                "backend='onnx' needs onnxruntime: pip install 'crossrank[onnx]'"
+                "backend='onnx' needs onnxruntime: pip install onnxruntime"
             ) from err
         if quantize not in RECIPES:
             raise InvalidArgumentError(
@@ -155,8 +185,15 @@ class OnnxBackend:
             )
         if model_kwargs:
             raise InvalidArgumentError("model_kwargs apply to backend='torch' only")
-        model_dir = _model_dir(
-            source, cache_folder=cache_folder, revision=revision, token=token, onnx_file=onnx_file
+        exporting = can_export()
+        model_dir = model_folder(
+            source,
+            cache_folder=cache_folder,
+            revision=revision,
+            token=token,
+            onnx_file=onnx_file,
+            quantize=quantize,
+            exporting=exporting,
         )
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
         if _num_labels(config) != 1:
@@ -173,7 +210,13 @@ class OnnxBackend:
                 raise ModelLoadError(
                     f"Model {source.name!r} has no ONNX file {onnx_file!r}", model=source.name
                 )
-        else:
+        ready = None if onnx_file is not None else ready_file(model_dir, quantize, exporting=exporting)
+        if ready is not None:
+            path = ready.path
+            logger.info("Scoring %r with ONNX Runtime on %s.", source.name, ready.why)
+        elif onnx_file is None:
+            if not exporting:
+                raise _no_onnx_file(source.name, quantize)
             # A local folder is named by its absolute path, so "../m" and "/abs/m" share one export.
             cache_name = str(model_dir.resolve()) if Path(source.location).is_dir() else source.name
             path = cached_onnx(model_dir, cache_name, config, quantize)
@@ -202,7 +245,7 @@ class OnnxBackend:
             path,
             model=source.name,
             rebuild=None
-            if onnx_file is not None
+            if onnx_file is not None or ready is not None
             else lambda: cached_onnx(model_dir, cache_name, config, quantize, rebuild=True),
         )
         running = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
@@ -216,7 +259,9 @@ class OnnxBackend:
             quantize=quantize,
             # A ready-made file also says itself whether it quantises activations per batch
             # (optimum's and ORT's dynamic int8 files do), even with no ``quantize`` given.
-            per_batch_scales=quantize == "int8" or (onnx_file is not None and quantizes_per_batch(path)),
+            per_batch_scales=ready.per_batch_scales
+            if ready is not None
+            else quantize == "int8" or (onnx_file is not None and quantizes_per_batch(path)),
         )
 
     @property

@@ -121,7 +121,7 @@ def cached_onnx(
         import onnx  # noqa: F401  (the optimizer and quantizer need it)
     except ImportError as err:
         raise BackendUnavailableError(
-            "exporting to ONNX needs the onnx package: pip install 'crossrank[onnx]'"
+            "exporting to ONNX needs the onnx package: pip install 'crossrank[torch]'"
         ) from err
     from crossrank.backends.onnx_export import build_onnx
 

@@ -1,4 +1,4 @@
-"""The ``crossrank`` command line: ``demo``, ``rank``, ``eval``, ``finetune``, ``serve`` and ``rerank-batch``.
+"""The ``crossrank`` command line: demo, rank, eval, finetune, serve, rerank-batch and export.
 
 Every subcommand that loads a reranker takes the Reranker's options as ``--options`` built from
 :class:`crossrank.RerankerConfig` (:func:`~crossrank.cli.options.reranker_options`): the same names,
@@ -21,6 +21,7 @@ import typer
 from crossrank.cli import interrupt
 from crossrank.cli.demo import demo
 from crossrank.cli.eval import eval_command
+from crossrank.cli.export import export_command
 from crossrank.cli.finetune import finetune_command
 from crossrank.cli.options import Command, Group
 from crossrank.cli.rank import rank
@@ -43,6 +44,7 @@ for name, command in (
     ("finetune", finetune_command),
     ("serve", serve),
     ("rerank-batch", rerank_batch_command),
+    ("export", export_command),
 ):
     app.command(name, cls=Command)(command)
 

@@ -77,9 +77,12 @@ def setup_logging(verbose: bool) -> None:
     )
     # Model-loading progress bars from transformers/hub are noise on a CLI screen.
     from huggingface_hub.utils import disable_progress_bars
-    from transformers.utils import logging as transformers_logging
 
     disable_progress_bars()
+    try:  # the torch extra's; a torch-free install has no transformers to quiet
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
     transformers_logging.disable_progress_bar()
 
 

@@ -339,7 +339,7 @@ def reranker_options(
     variables, then ``--config FILE``, then the defaults. A bad value is reported like any other
     error (exit code 1, no traceback).
     """
-    from crossrank.backends import backend_names
+    from crossrank.backends import AUTO, backend_names
     from crossrank.ray.config import RayConfig  # imports no Ray
 
     names = tuple(name for group in groups for name in OPTION_GROUPS[group] if name not in exclude)
@@ -350,7 +350,7 @@ def reranker_options(
             "config",
             panels={name: PANELS[group] for group in groups for name in OPTION_GROUPS[group]},
             decls=RERANKER_FLAGS,
-            kinds={"backend": Literal[backend_names()]},  # any registered engine, shown as choices
+            kinds={"backend": Literal[(AUTO, *backend_names())]},  # auto or any registered engine
             sectioned=True,
         )
     ]

@@ -1,0 +1,191 @@
+"""Ready ONNX files: which one to run when crossrank can't (or needn't) export one itself.
+
+Two kinds of folder carry them, and both load with ONNX Runtime alone, no torch:
+
+* a folder made by ``crossrank export`` (:func:`crossrank.export.export_model`): its manifest
+  (:data:`EXPORT_MANIFEST`) names the file of each ``quantize`` value, built with crossrank's own
+  recipes (first-token last layer, fused, int8 per channel);
+* a hub repository laid out as sentence-transformers' cross-encoders are (``onnx/model.onnx`` and
+  optimum's dynamic int8 files ``onnx/model_qint8_avx512_vnni.onnx``, ``_qint8_avx512``,
+  ``_quint8_avx2``, ``_qint8_arm64``). fp32 runs ``onnx/model.onnx``; ``quantize="int8"`` runs the
+  file made for this CPU (:func:`pick_int8_file`).
+
+The rule, in one sentence: an exported folder's own files always win; otherwise crossrank exports
+its own file when torch is installed, and runs the repository's ONNX file when it is not.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import platform
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "EXPORTED_FILES",
+    "EXPORT_MANIFEST",
+    "FP32_FILES",
+    "INT8_FILES",
+    "ReadyFile",
+    "can_export",
+    "cpu_features",
+    "exported_files",
+    "hub_patterns",
+    "pick_int8_file",
+    "ready_file",
+]
+
+#: The manifest ``crossrank export`` writes at the top of its folder.
+EXPORT_MANIFEST = "crossrank-export.json"
+#: The files ``crossrank export`` writes, by ``quantize`` value (``"fp32"`` for None); the fp32 one
+#: where hub repositories keep theirs, so any ONNX tool finds it.
+EXPORTED_FILES: dict[str, str] = {
+    "fp32": "onnx/model.onnx",
+    "int8": "onnx/model_qint8_crossrank.onnx",
+    "int8-static": "onnx/model_qint8_static_crossrank.onnx",
+}
+#: Where hub repositories keep their fp32 ONNX file, in the order looked for.
+FP32_FILES = ("onnx/model.onnx", "model.onnx")
+#: optimum's CPU-specific dynamic int8 files, best first, each with the CPU flags it needs.
+INT8_FILES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("onnx/model_qint8_avx512_vnni.onnx", frozenset({"avx512f", "avx512_vnni"})),
+    ("onnx/model_qint8_avx512.onnx", frozenset({"avx512f"})),
+    ("onnx/model_quint8_avx2.onnx", frozenset({"avx2"})),
+    ("onnx/model_qint8_arm64.onnx", frozenset({"arm64"})),
+)
+
+
+@dataclass(frozen=True)
+class ReadyFile:
+    """A ready ONNX file and what is known of it.
+
+    Attributes:
+        path: The file.
+        per_batch_scales: Whether it quantises activations per batch (dynamic int8): its rows then
+            depend on their batch-mates, and requests must not share batches.
+        why: How it was chosen, for the log line that says so.
+    """
+
+    path: Path
+    per_batch_scales: bool
+    why: str
+
+
+def can_export() -> bool:
+    """Whether this install can export a model to ONNX itself (torch, transformers and onnx present).
+
+    Example:
+        >>> isinstance(can_export(), bool)
+        True
+    """
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers", "onnx"))
+    except (ImportError, ValueError):
+        return False
+
+
+def cpu_features() -> frozenset[str]:
+    """The CPU flags that choose an int8 file: ``avx2``, ``avx512f``, ``avx512_vnni``... and ``arm64``.
+
+    Read from ``/proc/cpuinfo`` on Linux; on other systems only the architecture is known.
+
+    Example:
+        >>> "avx2" in cpu_features() or platform.machine() not in ("x86_64", "AMD64")
+        True
+    """
+    machine = platform.machine().lower()
+    flags: set[str] = {"arm64"} if machine in ("arm64", "aarch64") else set()
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset(flags)
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.partition(":")[2].split())
+            break
+    return frozenset(flags)
+
+
+def pick_int8_file(available: Iterable[str], features: Iterable[str]) -> str | None:
+    """The best of optimum's int8 files among ``available`` that this CPU (``features``) runs, or None.
+
+    Example:
+        >>> files = ["onnx/model.onnx", "onnx/model_qint8_avx512.onnx", "onnx/model_quint8_avx2.onnx"]
+        >>> pick_int8_file(files, {"avx2", "avx512f", "avx512_vnni"})
+        'onnx/model_qint8_avx512.onnx'
+        >>> pick_int8_file(files, {"avx2"})
+        'onnx/model_quint8_avx2.onnx'
+        >>> pick_int8_file(files, {"sse4_2"}) is None
+        True
+    """
+    present, have = set(available), set(features)
+    return next((name for name, needs in INT8_FILES if name in present and needs <= have), None)
+
+
+def exported_files(model_dir: Path) -> dict[str, str]:
+    """The files of a ``crossrank export`` folder by ``quantize`` value (``"fp32"`` for None); {} for others.
+
+    Example:
+        >>> exported_files(Path("/nonexistent"))
+        {}
+    """
+    manifest = model_dir / EXPORT_MANIFEST
+    if not manifest.is_file():
+        return {}
+    return dict(json.loads(manifest.read_text(encoding="utf-8"))["files"])
+
+
+def ready_file(model_dir: Path, quantize: str | None, *, exporting: bool) -> ReadyFile | None:
+    """The ready ONNX file to run for ``quantize``, or None when crossrank should export its own.
+
+    Args:
+        model_dir: The model's folder (a local folder or a hub snapshot).
+        quantize: None (fp32), ``"int8"`` or ``"int8-static"``.
+        exporting: Whether this install can export (:func:`can_export`): then only an exported
+            folder's own files are used, as they are the same recipe.
+
+    Example:
+        >>> ready_file(Path("/nonexistent"), None, exporting=True) is None
+        True
+    """
+    files = exported_files(model_dir)
+    if files:
+        name = files.get(quantize or "fp32")
+        if name is not None and (model_dir / name).is_file():
+            why = f"{name}, from the `crossrank export` folder"
+            return ReadyFile(model_dir / name, per_batch_scales=quantize == "int8", why=why)
+    if exporting:
+        return None
+    if quantize is None:
+        for name in FP32_FILES:
+            if (model_dir / name).is_file():
+                return ReadyFile(
+                    model_dir / name, per_batch_scales=False, why=f"{name} (fp32), shipped with the model"
+                )
+    if quantize == "int8":
+        present = [name for name, _ in INT8_FILES if (model_dir / name).is_file()]
+        features = cpu_features()
+        name = pick_int8_file(present, features)
+        if name is not None:
+            shown = ", ".join(sorted(features & {"avx2", "avx512f", "avx512_vnni", "arm64"})) or "none"
+            why = f"{name} (dynamic int8 for this CPU: {shown}), shipped with the model"
+            return ReadyFile(model_dir / name, per_batch_scales=True, why=why)
+    return None
+
+
+def hub_patterns(quantize: str | None, *, exporting: bool) -> list[str]:
+    """The ONNX files worth downloading from a hub repository for ``quantize``.
+
+    Example:
+        >>> hub_patterns(None, exporting=False)
+        ['crossrank-export.json', 'onnx/model.onnx', 'model.onnx']
+    """
+    wanted = [EXPORT_MANIFEST]
+    if not exporting and quantize is None:
+        wanted += list(FP32_FILES)
+    elif not exporting and quantize == "int8":
+        features = cpu_features()
+        wanted += [name for name, needs in INT8_FILES if needs <= features]
+    return wanted

@@ -1,0 +1,148 @@
+"""``crossrank export``: a self-contained ONNX folder that the torch-free install loads as is.
+
+Export needs torch (``pip install 'crossrank[torch]'``), once, on a build machine; the folder it
+writes runs anywhere with ONNX Runtime alone: ``Reranker(folder, backend="onnx")``, the server, the
+adapters. Its layout is a hub repository's (``config.json``, ``tokenizer.json``,
+``onnx/model.onnx``), so any ONNX tool finds the fp32 file, plus crossrank's quantised files and a
+manifest (:data:`~crossrank.backends.onnx_files.EXPORT_MANIFEST`) naming each one. The files are
+crossrank's own recipes (:func:`crossrank.backends.onnx_export.build_onnx`: the first-token last
+layer, fused; int8 per channel), so a folder's int8 scores equal those of the full install's int8.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crossrank.errors import BackendUnavailableError, InvalidArgumentError, UnsupportedModelError
+
+__all__ = ["ExportResult", "export_model"]
+
+#: What the folder gets besides the ONNX files: the config and every tokenizer file.
+_KEPT = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_model` wrote.
+
+    Attributes:
+        folder: The export folder.
+        files: The ONNX file of each ``quantize`` value (``"fp32"``, ``"int8"``, ``"int8-static"``),
+            relative to ``folder``.
+        sizes: Each file's size in bytes.
+    """
+
+    folder: Path
+    files: dict[str, str]
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+def export_model(
+    model: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    recipes: Sequence[str] = ("fp32", "int8", "int8-static"),
+    overwrite: bool = False,
+    revision: str | None = None,
+    cache_folder: str | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Export ``model`` to ``output``: the ONNX files of ``recipes``, its config and tokenizer, a manifest.
+
+    Args:
+        model: Hub id or folder of a cross-encoder with one output logit.
+        output: The folder to create. It must not exist (or be empty) unless ``overwrite``.
+        recipes: Which files: ``"fp32"``, ``"int8"`` (dynamic), ``"int8-static"``.
+        overwrite: Replace an existing ``output`` (only once the new folder is complete).
+        revision, cache_folder, local_files_only, token: Where the model comes from.
+        progress: Called with each recipe's name as it starts.
+
+    Raises:
+        BackendUnavailableError: torch, transformers or onnx are not installed.
+        InvalidArgumentError: An unknown recipe, or ``output`` exists.
+        ModelLoadError: The model can't be had.
+
+    Example:
+        >>> import tempfile
+        >>> from crossrank import Reranker
+        >>> from crossrank.testing import build_tiny_cross_encoder
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     model = build_tiny_cross_encoder(f"{folder}/model")
+        ...     result = export_model(model, f"{folder}/exported", recipes=("fp32",))
+        ...     reranker = Reranker(result.folder, backend="onnx", device="cpu")
+        ...     result.files, len(reranker.score("flea", ["fleas live a year"]))
+        ({'fp32': 'onnx/model.onnx'}, 1)
+    """
+    from crossrank.backends.onnx_backend import model_folder
+    from crossrank.backends.onnx_cache import EXPORT_VERSION
+    from crossrank.backends.onnx_files import EXPORT_MANIFEST, EXPORTED_FILES, can_export
+    from crossrank.model_source import resolve_model_source
+
+    unknown = [recipe for recipe in recipes if recipe not in EXPORTED_FILES]
+    if unknown or not recipes:
+        raise InvalidArgumentError(
+            f"recipes must be some of {', '.join(EXPORTED_FILES)}; got {list(recipes)}"
+        )
+    if not can_export():
+        raise BackendUnavailableError(
+            "crossrank export needs torch, transformers and onnx: pip install 'crossrank[torch]' "
+            "(once, on a build machine; the folder it writes needs none of them)"
+        )
+    target = Path(output)
+    if target.exists() and any(target.iterdir()) and not overwrite:
+        raise InvalidArgumentError(
+            f"{str(target)!r} exists and is not empty; pass overwrite=True to replace it"
+        )
+    source = resolve_model_source(
+        model, local_files_only=local_files_only, cache_folder=cache_folder, revision=revision, token=token
+    )
+    model_dir = model_folder(
+        source,
+        cache_folder=cache_folder,
+        revision=revision,
+        token=token,
+        onnx_file=None,
+        quantize=None,
+        exporting=True,
+    )
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    if len(config.get("id2label", {"0": 0})) != 1:
+        raise UnsupportedModelError(
+            f"Model {source.name!r} has more than one output label", model=source.name
+        )
+    if not (model_dir / "tokenizer.json").is_file():
+        raise UnsupportedModelError(f"Model {source.name!r} has no tokenizer.json", model=source.name)
+
+    from crossrank.backends import onnx_export
+
+    staged = target.with_name(f".{target.name}.export-{os.getpid()}")
+    shutil.rmtree(staged, ignore_errors=True)
+    (staged / "onnx").mkdir(parents=True)
+    try:
+        for name in _KEPT:
+            if (model_dir / name).is_file():
+                shutil.copyfile(model_dir / name, staged / name)
+        files = {}
+        for recipe in recipes:
+            if progress is not None:
+                progress(recipe)
+            files[recipe] = EXPORTED_FILES[recipe]
+            quantize = None if recipe == "fp32" else recipe
+            onnx_export.build_onnx(model_dir, staged / files[recipe], config, quantize=quantize)
+        manifest = {"model": source.name, "files": files, "export_version": EXPORT_VERSION}
+        (staged / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    sizes = {recipe: (target / file).stat().st_size for recipe, file in files.items()}
+    return ExportResult(target, files, sizes)
