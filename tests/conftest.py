@@ -1,16 +1,97 @@
-"""Shared fixtures: a tiny random cross-encoder built in seconds, and the trained fixture model."""
+"""Fixtures for every tier, and the rules of the layout: tests/ is laid out by risk.
+
+- ``tests/unit/``: no model file from ../shared (the ``FakeEngine`` of :mod:`crossrank.testing`,
+  or the tiny random BERT that ``tiny_model_dir`` builds in seconds).
+- ``tests/server/``: the HTTP server and its batcher, on the tiny model or the fake engine.
+- ``tests/e2e/``: the trained fixture model and the datasets in ../shared, Ray, the apps. Its
+  fixtures live in tests/e2e/conftest.py, and every test there is marked ``real_model``
+  (``-m "not real_model"`` runs the fast tiers only).
+
+A test outside tests/e2e that asks for an end-to-end fixture fails, saying where it belongs. Ray
+keeps its session folders in a temporary folder of the test run, removed when the run ends.
+"""
 
 from __future__ import annotations
 
+import ast
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CROSSRANK_SHARED", REPO_ROOT.parent / "shared"))
-FIXTURE_MODEL = SHARED / "models" / "crossrank-fixture-minilm-l6"
-DL19 = SHARED / "data" / "trec-dl-2019-passage"
+TESTS = Path(__file__).resolve().parent
+E2E = TESTS / "e2e"
+
+
+def _e2e_fixtures() -> frozenset[str]:
+    """The names of the fixtures tests/e2e/conftest.py defines (read, not imported)."""
+    tree = ast.parse((E2E / "conftest.py").read_text(encoding="utf-8"))
+    return frozenset(
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and any("fixture" in ast.unparse(decorator) for decorator in node.decorator_list)
+    )
+
+
+E2E_FIXTURES = _e2e_fixtures()
+
+
+def _in_e2e(item: pytest.Item) -> bool:
+    return item.path.is_relative_to(E2E)
+
+
+#: Ray's temporary folder for this run, and what RAY_TMPDIR was before it.
+_RAY_TMPDIR = pytest.StashKey[tuple[str, str | None]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point Ray (here and in every subprocess) at a folder of this run, not /tmp/ray."""
+    previous = os.environ.get("RAY_TMPDIR")
+    folder = tempfile.mkdtemp(prefix="crossrank-ray-", dir=previous)
+    config.stash[_RAY_TMPDIR] = (folder, previous)
+    os.environ["RAY_TMPDIR"] = folder
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove Ray's session folders with the run's folder (Ray was shut down by its fixtures)."""
+    if _RAY_TMPDIR not in config.stash:
+        return
+    folder, previous = config.stash[_RAY_TMPDIR]
+    if previous is None:
+        os.environ.pop("RAY_TMPDIR", None)
+    else:
+        os.environ["RAY_TMPDIR"] = previous
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/e2e is ``real_model`` (before ``-m`` selects)."""
+    for item in items:
+        if _in_e2e(item) and item.get_closest_marker("real_model") is None:
+            item.add_marker(pytest.mark.real_model)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test outside tests/e2e may not use ../shared: fail it, before any fixture runs."""
+    if _in_e2e(item):
+        return
+    wanted = sorted(E2E_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+    if wanted:
+        where = item.path.relative_to(TESTS.parent)
+        pytest.fail(
+            f"{item.nodeid} asks for {', '.join(wanted)}: fixtures of ../shared (the trained model, the "
+            f"datasets) are for tests under tests/e2e only; move the test out of {where} into tests/e2e/, "
+            "or use tiny_model_dir or crossrank.testing.FakeEngine",
+            pytrace=False,
+        )
+
+
+# --------------------------------------------------------------------------- models that need no ../shared
 
 
 @pytest.fixture(scope="session")
@@ -37,40 +118,20 @@ def tiny_reranker(tiny_model_dir: Path):
     return Reranker(tiny_model_dir, device="cpu")
 
 
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The project's ../shared folder (data and the trained fixture model)."""
-    return SHARED
+@pytest.fixture
+def offline_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No hub (connection refused) and an empty HF cache: what a fresh machine here looks like."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("CROSSRANK_MODEL", raising=False)
+    monkeypatch.delenv("CROSSRANK_DEMO_FALLBACK_MODEL", raising=False)
+    monkeypatch.delenv("CROSSRANK_TOP_N", raising=False)
 
 
-@pytest.fixture(scope="session")
-def fixture_model_dir() -> Path:
-    """The trained cross-encoder in ../shared (fails loudly if shared/ is missing: never skipped)."""
-    if not (FIXTURE_MODEL / "config.json").is_file():
-        pytest.fail(f"trained fixture model not found at {FIXTURE_MODEL}; set CROSSRANK_SHARED to shared/")
-    return FIXTURE_MODEL
-
-
-@pytest.fixture(scope="session")
-def fixture_reranker(fixture_model_dir: Path):
-    from crossrank import Reranker
-
-    return Reranker(fixture_model_dir, device="cpu")
-
-
-@pytest.fixture(scope="session")
-def dl19_top20() -> list[dict]:
-    """The 43 TREC DL 2019 queries with their BM25 top-20 passages: [{qid, query, hits: [...]}]."""
-    import json
-
-    path = DL19 / "bm25_top100.jsonl"
-    if not path.is_file():
-        pytest.fail(f"TREC DL 2019 data not found at {path}; set CROSSRANK_SHARED to shared/")
-    with path.open(encoding="utf-8") as lines:
-        rows = [json.loads(line) for line in lines]
-    for row in rows:
-        row["hits"] = row["hits"][:20]
-    return rows
+# --------------------------------------------------------------------------- serving an app
 
 
 def free_port() -> int:
@@ -123,55 +184,6 @@ def served():
 def port() -> int:
     """A free TCP port on 127.0.0.1."""
     return free_port()
-
-
-# --------------------------------------------------------------------------- clients of the rerank service
-
-#: The bearer token of the service the client tests talk to (what examples/apps/ configure).
-SERVICE_API_KEY = "change-me"
-_FLEA_CHUNKS = [
-    "The Eiffel Tower is in Paris.",
-    "Cats and dogs carry fleas.",
-    "Adult fleas live two to three months, up to a year with a host.",
-    "Bread dough rests before baking.",
-    "The flea life cycle: egg, larva, pupa and adult.",
-    "Tea and coffee both hold caffeine.",
-    "Fleas can jump 150 times their own length.",
-    "The sun is a star.",
-    "A flea's lifespan depends on temperature and humidity.",
-    "Paris is the capital of France.",
-]
-
-
-@pytest.fixture(scope="session")
-def flea_query() -> str:
-    return "how long does a flea live"
-
-
-@pytest.fixture(scope="session")
-def flea_chunks() -> list[str]:
-    """Candidate chunks in a scrambled order, so that a client's index-mapping bug would show."""
-    import random
-
-    chunks = _FLEA_CHUNKS[:]
-    random.Random(14).shuffle(chunks)
-    return chunks
-
-
-@pytest.fixture(scope="session")
-def flea_top3(fixture_reranker, flea_query: str, flea_chunks: list[str]) -> list[str]:
-    """What every client must end up with: ``Reranker.rank``'s top 3 texts."""
-    return [hit.text for hit in fixture_reranker.rank(flea_query, flea_chunks, top_n=3)]
-
-
-@pytest.fixture(scope="module")
-def service(fixture_reranker, served):
-    """``crossrank serve`` over the trained fixture, with the API key the example configs name."""
-    from crossrank.server import ServerConfig, create_app
-
-    with served(create_app(fixture_reranker, ServerConfig(api_key=SERVICE_API_KEY))) as running:
-        running.api_key = SERVICE_API_KEY
-        yield running
 
 
 def wait_until_ready(process, url: str, timeout_s: float = 120.0) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from crossrank import Reranker
 
-APPS = Path(__file__).resolve().parents[1] / "examples" / "apps"
+APPS = Path(__file__).resolve().parents[2] / "examples" / "apps"
 pytestmark = pytest.mark.real_model
 
 

@@ -22,7 +22,7 @@ import yaml
 
 from crossrank import Reranker
 
-APPS = Path(__file__).resolve().parents[1] / "examples" / "apps"
+APPS = Path(__file__).resolve().parents[2] / "examples" / "apps"
 PLACEHOLDER = "localhost:8080"
 pytestmark = pytest.mark.real_model
 
@@ -207,7 +207,7 @@ def test_every_example_points_at_the_same_placeholder() -> None:
 #: than crossrank's stack), as it is deployed: ``bash scripts/test.sh`` makes ``.venv-litellm``.
 LITELLM = Path(
     os.environ.get(
-        "CROSSRANK_LITELLM_PROXY", Path(__file__).resolve().parents[1] / ".venv-litellm" / "bin" / "litellm"
+        "CROSSRANK_LITELLM_PROXY", Path(__file__).resolve().parents[2] / ".venv-litellm" / "bin" / "litellm"
     )
 )
 MASTER_KEY = "sk-crossrank-test-master-key-0123456789"

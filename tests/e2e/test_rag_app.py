@@ -14,7 +14,7 @@ import yaml
 
 from crossrank import Reranker
 
-APP_DIR = Path(__file__).resolve().parents[1] / "examples" / "rag_app"
+APP_DIR = Path(__file__).resolve().parents[2] / "examples" / "rag_app"
 QUESTION = "How does a cross-encoder score a passage?"
 
 pytestmark = pytest.mark.real_model

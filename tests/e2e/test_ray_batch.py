@@ -26,7 +26,7 @@ from crossrank.ray import RayConfig
 from crossrank.ray.batch import plan_shards, rerank_batch, score_shard
 from crossrank.results import rank_order
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _write_jsonl(path: Path, records: list) -> Path:

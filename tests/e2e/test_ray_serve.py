@@ -1,6 +1,6 @@
 """`crossrank serve --ray`: the server app as Ray Serve replicas, its settings and backpressure.
 
-The HTTP API itself is tested by tests/test_server.py, whose server tests also run on Ray Serve
+The HTTP API itself is tested by tests/server/test_server.py, whose server tests also run on Ray Serve
 (``app_runner``). Here: RayConfig, Serve's backpressure (429 with Retry-After) and the command.
 """
 
@@ -23,7 +23,7 @@ from crossrank import Reranker, RerankerConfig
 from crossrank.ray import RayConfig
 from crossrank.server import ServerConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_ray_config_gives_serve_its_deployment_options(tmp_path: Path, monkeypatch) -> None:

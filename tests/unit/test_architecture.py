@@ -18,7 +18,7 @@ from crossrank import InvalidArgumentError, RerankerConfig
 from crossrank.config import check_option
 from crossrank.rank_options import RANK_OPTIONS, RankOptions
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "crossrank"
+SRC = Path(__file__).resolve().parents[2] / "src" / "crossrank"
 MAX_MODULE_LINES = 600
 MAX_CLASS_CODE_LINES = 400
 

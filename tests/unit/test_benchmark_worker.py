@@ -12,7 +12,7 @@ import pytest
 
 from crossrank import Reranker
 
-WORKER = Path(__file__).resolve().parents[1] / "benchmarks" / "system_worker.py"
+WORKER = Path(__file__).resolve().parents[2] / "benchmarks" / "system_worker.py"
 
 
 @pytest.mark.parametrize("system", ["torch", "onnx"])

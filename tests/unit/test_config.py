@@ -163,7 +163,7 @@ def test_the_readme_lists_every_option() -> None:
     """The README's table of options is options_table()'s output: it can't miss a field."""
     from crossrank.config import OPTION_GROUPS, options_table
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     assert options_table() in readme
     assert sorted(name for names in OPTION_GROUPS.values() for name in names) == sorted(
         RerankerConfig.model_fields

@@ -112,21 +112,6 @@ def test_own_beir_folder_with_the_bi_encoder(tmp_path: Path) -> None:
     assert ranked[0].score > ranked[1].score >= ranked[2].score
 
 
-def test_scifact_bm25_stage1_matches_the_fixture_card(shared_dir: Path) -> None:
-    dataset = load_dataset("beir-scifact", data_dir=shared_dir / "data", depth=20)
-    assert len(dataset.queries) == 300
-    report = evaluate(dataset, {}, depths=(20,))
-    assert report.metrics[20]["stage 1"]["nDCG@10"] == pytest.approx(0.6617, abs=0.0005)  # FIXTURE.md
-
-
-def test_dl19_layout(shared_dir: Path) -> None:
-    dataset = load_dataset("trec-dl-2019", data_dir=shared_dir / "data")
-    assert len(dataset.queries) == 43 and all(len(c) == 100 for c in dataset.candidates.values())
-    assert evaluate(dataset, {}, depths=(100,)).metrics[100]["stage 1"]["nDCG@10"] == pytest.approx(
-        0.5058, abs=1e-3
-    )
-
-
 def test_unknown_dataset(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="named datasets"):
         load_dataset("trec-dl-1999", data_dir=tmp_path)

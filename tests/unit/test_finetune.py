@@ -447,26 +447,3 @@ def test_cli_bad_qrels_exit_1_with_file_and_line(tmp_path: Path, tiny_model_dir:
     assert "train.tsv:7: corpus id 'd77-0' is not in corpus.jsonl" in said
     assert "Traceback" not in result.output
     assert not output.exists() and not (tmp_path / ".model.partial").exists()
-
-
-# --------------------------------------------------------------------------- SciFact, the benchmark's data
-
-
-def test_scifact_train_reads_whole_and_mined_negatives_never_hold_a_judged_positive(shared_dir: Path) -> None:
-    from crossrank.finetune.evaluate import without_held_out
-
-    folder = shared_dir / "data" / "beir-scifact"
-    data = load_training_data(folder)
-    assert len(data.queries) == 809
-    assert sum(len(q.positive_ids) for q in data.queries) == 919  # qrels/train.tsv: 920 lines with the header
-    mined = mine_hard_negatives(data, num_negatives=4)
-    for query in data.queries:
-        assert len(mined[query.qid]) == 4
-        assert not set(mined[query.qid]) & set(query.positives)
-
-    from crossrank.evaluation import load_dataset
-
-    test = load_dataset(folder, depth=20)
-    kept, left_out = without_held_out(data, test, None, "test")
-    assert sorted(left_out) == ["1291", "871"]  # same claim text as a test query
-    assert len(kept) == 807 and not {q.qid for q in kept} & set(test.queries)

@@ -198,27 +198,6 @@ def test_multi_label_model_is_refused(tiny_two_label_model_dir: Path) -> None:
         Reranker(tiny_two_label_model_dir, backend="onnx")
 
 
-@pytest.mark.real_model
-def test_fixture_onnx_parity_and_int8_ranking(
-    fixture_model_dir: Path, fixture_reranker: Reranker, dl19_top20
-) -> None:
-    fp32 = Reranker(fixture_model_dir, backend="onnx")
-    int8 = Reranker(fixture_model_dir, backend="onnx", quantize="int8")
-    static = Reranker(fixture_model_dir, backend="onnx", quantize="int8-static")
-    worst, correlations, static_correlations = 0.0, [], []
-    for row in dl19_top20[:8]:
-        texts = [hit["text"] for hit in row["hits"]]
-        reference = np.array(fixture_reranker.score(row["query"], texts))
-        worst = max(worst, float(np.max(np.abs(np.array(fp32.score(row["query"], texts)) - reference))))
-        correlations.append(np.corrcoef(reference, int8.score(row["query"], texts))[0, 1])
-        static_correlations.append(np.corrcoef(reference, static.score(row["query"], texts))[0, 1])
-    assert worst <= 1e-4
-    # int8 keeps the ranking; quality is measured by crossrank eval
-    assert np.mean(correlations) > 0.95 and np.mean(static_correlations) > 0.95
-    requests = [(row["query"], [hit["text"] for hit in row["hits"]]) for row in dl19_top20[:12]]
-    assert static.score_batch(requests) == [static.score(q, docs) for q, docs in requests]  # mixed, exact
-
-
 def test_export_recipe_layer_norm_gelu_and_7_bit_weights(tiny_onnx: Reranker, tiny_model_dir: Path) -> None:
     import onnx
     from onnx import numpy_helper
