@@ -22,7 +22,14 @@ import numpy as np
 
 from crossrank.encoding import EncodedBatch
 
-__all__ = ["FakeEngine", "build_tiny_cross_encoder", "fake_tokenizer"]
+__all__ = [
+    "SLIM_DOCUMENTS",
+    "SLIM_QUERY",
+    "FakeEngine",
+    "build_tiny_cross_encoder",
+    "build_torch_free_fixtures",
+    "fake_tokenizer",
+]
 
 _WORDS_TEXT = (
     "the a an of to in is and for on with what how why when does do long flea fleas live life "
@@ -182,3 +189,63 @@ class FakeEngine:
             if self._fail_id is not None and self._fail_id in document:
                 out[row] = np.nan
         return out
+
+
+#: The query and documents the torch-free tests score, against scores recorded by the full install.
+SLIM_QUERY = "how long does a flea live"
+SLIM_DOCUMENTS = (
+    "fleas live two to three months, up to a year with a host",
+    "the eiffel tower is in paris",
+    "bread dough rests before baking",
+    "the flea life cycle: egg, larva, pupa and adult",
+    "",
+)
+
+
+def build_torch_free_fixtures(directory: str | os.PathLike[str]) -> Path:
+    """What the torch-free tests load, made where torch is installed: run once before them.
+
+    In ``directory``: ``exported/`` (``crossrank export`` of the tiny model: fp32, int8,
+    int8-static), ``hub/`` (the layout of a hub repository that ships ONNX: ``onnx/model.onnx`` and
+    an optimum-style int8 file for this CPU, no manifest), ``weights-only/`` (the tiny model's torch
+    files, no ONNX) and ``expected.json``: the full install's scores of :data:`SLIM_DOCUMENTS`
+    (torch fp32, and ONNX fp32/int8/int8-static on ``exported/``), which the torch-free install
+    must reproduce.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     root = build_torch_free_fixtures(folder)
+        ...     sorted(path.name for path in root.iterdir())
+        ['expected.json', 'exported', 'hub', 'weights-only']
+    """
+    import json
+    import shutil
+
+    from crossrank import Reranker
+    from crossrank.backends.onnx_files import EXPORTED_FILES, INT8_FILES, cpu_features
+    from crossrank.export import export_model
+
+    root = Path(directory)
+    weights = build_tiny_cross_encoder(root / "weights-only")
+    exported = export_model(weights, root / "exported").folder
+    hub = root / "hub"
+    (hub / "onnx").mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(exported / name, hub / name)
+    shutil.copyfile(exported / EXPORTED_FILES["fp32"], hub / "onnx" / "model.onnx")
+    features = cpu_features()
+    variant = next((name for name, needs in INT8_FILES if needs <= features), None)
+    if variant is not None:  # what optimum's file for this CPU would be: a dynamic int8 graph
+        shutil.copyfile(exported / EXPORTED_FILES["int8"], hub / variant)
+    documents = list(SLIM_DOCUMENTS)
+    expected = {
+        "torch": Reranker(weights, backend="torch", device="cpu").score(SLIM_QUERY, documents),
+        "int8_variant": variant,
+    }
+    for recipe in EXPORTED_FILES:
+        quantize = None if recipe == "fp32" else recipe
+        engine = Reranker(exported, backend="onnx", quantize=quantize, device="cpu")
+        expected[recipe] = engine.score(SLIM_QUERY, documents)
+    (root / "expected.json").write_text(json.dumps(expected, indent=2) + "\n", encoding="utf-8")
+    return root
