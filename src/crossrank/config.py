@@ -17,6 +17,7 @@ Where values come from:
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -221,7 +222,7 @@ class RerankerConfig(BaseSettings):
     def _known_backend(cls, value: str) -> str:
         from crossrank.backends import AUTO, backend_names
 
-        if value == AUTO:  # resolved with the model in _resolve_auto; reaches here only unresolved
+        if value == AUTO:  # resolved with the model and options: resolved_backend()
             return value
         if value not in backend_names():
             raise ValueError(
@@ -229,26 +230,24 @@ class RerankerConfig(BaseSettings):
             )
         return value
 
-    @model_validator(mode="before")
-    @classmethod
-    def _resolve_auto(cls, data: Any) -> Any:
-        """``backend="auto"`` (the default) becomes the backend for this model: one rule, in
-        :func:`crossrank.backends.default_backend`."""
-        from crossrank.backends import AUTO, default_backend
-
-        if isinstance(data, dict) and data.get("backend", AUTO) == AUTO:
-            model = data.get("model", DEFAULT_MODEL)
-            data = {
-                **data,
-                "backend": default_backend(os.fspath(model) if isinstance(model, os.PathLike) else model),
-            }
-        return data
-
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_for_number(cls, value: Any, info: Any) -> Any:
         """A bool is not a number (``dedupe=True`` would mean 1.0), nor a number a bool (``normalize=1``)."""
-        return refuse_bool_number_confusion(info.field_name, value)
+        return refuse_bool_number_confusion(info.field_name, value, cls)
+
+    @field_validator("backend_options", mode="before")
+    @classmethod
+    def _options_from_json(cls, value: Any) -> Any:
+        """The command line gives ``--backend-options`` as JSON text."""
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else None
+            except ValueError as err:
+                raise ValueError(
+                    f'backend_options must be a JSON object, e.g. \'{{"hint": "bf16"}}\' ({err})'
+                ) from None
+        return value
 
     @model_validator(mode="after")
     def _options_fit_together(self) -> RerankerConfig:
@@ -258,6 +257,28 @@ class RerankerConfig(BaseSettings):
             if getattr(self, name) is not None and self.long_documents != "windows":
                 raise ValueError(f"{name} applies to long_documents='windows' only")
         return self
+
+    def resolved_backend(self) -> str:
+        """The backend that runs: ``backend``, or for ``"auto"`` the one
+        :func:`crossrank.backends.default_backend` picks for this model and the options given.
+
+        Example:
+            >>> RerankerConfig(quantize="int8").resolved_backend()
+            'onnx'
+        """
+        from crossrank.backends import AUTO, default_backend
+
+        if self.backend != AUTO:
+            return self.backend
+        return default_backend(self.model, {**self._given_backend_fields(), **(self.backend_options or {})})
+
+    def _given_backend_fields(self) -> dict[str, Any]:
+        fields = type(self).model_fields
+        return {
+            name: getattr(self, name)
+            for name in BACKEND_FIELDS
+            if getattr(self, name) != fields[name].default
+        }
 
     def engine_options(self) -> dict[str, Any]:
         """The options of this config's backend, checked by the model it registered, as its loader takes them.
@@ -273,16 +294,11 @@ class RerankerConfig(BaseSettings):
         """
         from crossrank.backends import check_backend_options
 
-        given = {
-            name: getattr(self, name)
-            for name in BACKEND_FIELDS
-            if getattr(self, name) != type(self).model_fields[name].default
-        }
-        own = self.backend_options or {}
+        given, own = self._given_backend_fields(), self.backend_options or {}
         twice = sorted(set(given) & set(own))
         if twice:
             raise ValueError(f"{', '.join(twice)} given both as an option and in backend_options")
-        return check_backend_options(self.backend, {**given, **own})
+        return check_backend_options(self.resolved_backend(), {**given, **own})
 
     @classmethod
     def from_yaml(
@@ -351,8 +367,8 @@ def validate_arguments(cls: type[Settings], **values: Any) -> Settings:
     """``values`` validated by settings class ``cls`` alone: no environment, no files.
 
     What a constructor called in code means (``Reranker(...)``, ``finetune(...)``): what it says,
-    whatever the environment holds. The result is an instance of a subclass of ``cls`` that reads
-    only its arguments, named like ``cls``.
+    whatever the environment holds. Validated by a subclass of ``cls`` that reads only its
+    arguments; returned as a plain ``cls``.
 
     Raises:
         InvalidArgumentError: A value is invalid or unknown; the message names the field.
@@ -382,9 +398,11 @@ def validate_arguments(cls: type[Settings], **values: Any) -> Settings:
         )
         _ARGUMENTS_ONLY[cls] = only
     try:
-        return only(**values)
+        checked = only(**values)
     except ValidationError as err:
         raise InvalidArgumentError(describe_validation_error(err)) from None
+    # A plain ``cls`` (picklable, equal to one built by ``cls(...)``): the subclass only read the sources.
+    return cls.model_construct(_fields_set=checked.model_fields_set, **dict(checked))
 
 
 def check_option(name: str, value: object) -> Any:
@@ -418,11 +436,13 @@ def check_option(name: str, value: object) -> Any:
         raise InvalidArgumentError(f"{name}: {problem['msg']} (got {value!r})") from None
 
 
-def refuse_bool_number_confusion(name: str, value: Any) -> Any:
+def refuse_bool_number_confusion(name: str, value: Any, settings: type[BaseSettings] | None = None) -> Any:
     """``value`` for field ``name``, unless it is a bool where a number is meant, or a number where a bool is.
 
     Python counts ``True`` as 1, so ``dedupe=True`` would quietly mean "only identical chunks"; it
     is refused with the number wanted. Strings pass (the environment's ``"true"``/``"0.9"``).
+    ``settings`` is the class declaring the field (default :class:`RerankerConfig`; the
+    fine-tuning options use it too).
 
     Raises:
         ValueError: The message names the field and what it takes.
@@ -433,7 +453,7 @@ def refuse_bool_number_confusion(name: str, value: Any) -> Any:
         ...
         ValueError: expected a number, got True (Skip a document this similar (0-1] to a better one ...
     """
-    field = RerankerConfig.model_fields.get(name)
+    field = (settings or RerankerConfig).model_fields.get(name)
     if field is None or isinstance(value, str):
         return value
     wants_bool = field.annotation is bool

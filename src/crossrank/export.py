@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crossrank.errors import BackendUnavailableError, InvalidArgumentError, UnsupportedModelError
+from crossrank.errors import BackendUnavailableError, InvalidArgumentError
 
 __all__ = ["ExportResult", "export_model"]
 
@@ -82,7 +82,12 @@ def export_model(
     """
     from crossrank.backends.onnx_backend import model_folder
     from crossrank.backends.onnx_cache import EXPORT_VERSION
-    from crossrank.backends.onnx_files import EXPORT_MANIFEST, EXPORTED_FILES, can_export
+    from crossrank.backends.onnx_files import (
+        EXPORT_MANIFEST,
+        EXPORTED_FILES,
+        can_export,
+        check_reranker_files,
+    )
     from crossrank.model_source import resolve_model_source
 
     unknown = [recipe for recipe in recipes if recipe not in EXPORTED_FILES]
@@ -113,12 +118,12 @@ def export_model(
         exporting=True,
     )
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    if len(config.get("id2label", {"0": 0})) != 1:
-        raise UnsupportedModelError(
-            f"Model {source.name!r} has more than one output label", model=source.name
+    check_reranker_files(model_dir, config, source.name)
+    inside = target.resolve()
+    if inside == model_dir.resolve() or inside in model_dir.resolve().parents:
+        raise InvalidArgumentError(
+            f"--output {str(target)!r} would replace the model's own folder {str(model_dir)!r}"
         )
-    if not (model_dir / "tokenizer.json").is_file():
-        raise UnsupportedModelError(f"Model {source.name!r} has no tokenizer.json", model=source.name)
 
     from crossrank.backends import onnx_export
 
@@ -138,11 +143,25 @@ def export_model(
             onnx_export.build_onnx(model_dir, staged / files[recipe], config, quantize=quantize)
         manifest = {"model": source.name, "files": files, "export_version": EXPORT_VERSION}
         (staged / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, target)
+        _move_into_place(staged, target)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     sizes = {recipe: (target / file).stat().st_size for recipe, file in files.items()}
     return ExportResult(target, files, sizes)
+
+
+def _move_into_place(staged: Path, target: Path) -> None:
+    """``staged`` becomes ``target``; an existing ``target`` is kept aside until then, and put back
+    if the move fails, so no failure leaves half of either."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        os.replace(staged, target)
+        return
+    aside = target.with_name(f".{target.name}.replaced-{os.getpid()}")
+    os.replace(target, aside)
+    try:
+        os.replace(staged, target)
+    except BaseException:
+        os.replace(aside, target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)

@@ -33,7 +33,7 @@ LOADING_OPTIONS: tuple[str, ...] = tuple(
 def load_engine(
     config: RerankerConfig, *, token: str | bool | None = None, model_kwargs: dict[str, Any] | None = None
 ) -> Backend:
-    """Load ``config.model`` with ``config.backend``.
+    """Load ``config.model`` with ``config.resolved_backend()``.
 
     Args:
         config: The validated settings.
@@ -61,7 +61,7 @@ def load_engine(
     if model_kwargs:
         loader_options["model_kwargs"] = model_kwargs
     return load_backend(
-        config.backend, source, device=config.device, **loader_options, **config.engine_options()
+        config.resolved_backend(), source, device=config.device, **loader_options, **config.engine_options()
     )
 
 
@@ -120,6 +120,7 @@ def assemble(engine: Backend, config: RerankerConfig) -> Assembled:
         )
     resolved = config.model_copy(
         update={
+            "backend": engine.name,
             "device": engine.device,
             "max_length": config.max_length or limit,
             "batch_size": config.batch_size or engine.default_batch_size,

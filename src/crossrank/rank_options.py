@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
-from crossrank.config import PER_CALL_OPTIONS, check_option
+from crossrank.config import PER_CALL_OPTIONS, RerankerConfig, check_option
 from crossrank.selection import SelectOptions
 from crossrank.validation import check_min_score, check_normalize, check_top_n
 
@@ -129,6 +129,11 @@ def resolve_rank_options(defaults: Any, **given: Any) -> dict[str, Any]:
     return {name: checked[name] if name in checked else getattr(defaults, name) for name in RANK_OPTIONS}
 
 
+def _default(name: str) -> Any:
+    """The default declared in :class:`~crossrank.RerankerConfig`: one source for every option."""
+    return RerankerConfig.model_fields[name].default
+
+
 @dataclass(frozen=True, slots=True)
 class RankOptions:
     """Everything one ranking call needs: the per-call options and the Reranker's selection settings.
@@ -140,15 +145,15 @@ class RankOptions:
         dedupe_similarity, fusion_k, fusion_weight: How dedupe and fusion work (set per Reranker).
     """
 
-    top_n: int | None = 3
-    normalize: bool = False
-    min_score: float | None = None
-    dedupe: float | None = None
-    max_tokens: int | None = None
-    fusion: Literal["rrf", "weighted"] | None = None
-    dedupe_similarity: Literal["jaccard", "ratio"] = "jaccard"
-    fusion_k: int = 60
-    fusion_weight: float = 0.5
+    top_n: int | None = _default("top_n")
+    normalize: bool = _default("normalize")
+    min_score: float | None = _default("min_score")
+    dedupe: float | None = _default("dedupe")
+    max_tokens: int | None = _default("max_tokens")
+    fusion: Literal["rrf", "weighted"] | None = _default("fusion")
+    dedupe_similarity: Literal["jaccard", "ratio"] = _default("dedupe_similarity")
+    fusion_k: int = _default("fusion_k")
+    fusion_weight: float = _default("fusion_weight")
 
     @classmethod
     def resolve(cls, defaults: Any, **given: Any) -> RankOptions:
@@ -173,10 +178,6 @@ class RankOptions:
             name: getattr(defaults, name) for name in ("dedupe_similarity", "fusion_k", "fusion_weight")
         }
         return cls(**resolve_rank_options(defaults, **given), **settings)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The per-call options (:data:`RANK_OPTIONS`) by name: what ``rank(**options)`` takes."""
-        return {name: getattr(self, name) for name in RANK_OPTIONS}
 
     @property
     def select_options(self) -> SelectOptions:

@@ -1,11 +1,11 @@
-"""The :class:`Reranker`: one scoring path for every backend, every request shape, sync and async.
+"""The :class:`Reranker`: the front of crossrank, one scoring path behind every method, sync and async.
 
-Every public method ends in :meth:`Reranker._logits`, which takes a batch of checked requests
-``[(query, [text, ...]), ...]``: each request's pairs are encoded, all the pairs are cut into one
-length-sorted batch plan, scored by the engine, split back per request, and long documents' windows
-are reduced to their best score (MaxP). ``score``/``rank`` are the batch of one, ``score_pairs``
-groups rows by query, and a server or a Ray actor calls ``score_batch`` with whatever requests
-arrived together.
+The front holds no rule of its own: it loads through :mod:`crossrank.loading`, checks every input
+with :mod:`crossrank.validation`, resolves a call's options with :mod:`crossrank.rank_options`, and
+every public method ends in :class:`crossrank.scoring.Scorer`, which takes a batch of checked
+requests ``[(query, [text, ...]), ...]`` and scores all their pairs in one length-sorted batch
+plan. ``score``/``rank`` are the batch of one, ``score_pairs`` groups rows by query, and a server or
+a Ray actor calls ``score_batch`` with whatever requests arrived together.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing_extensions import Unpack
 from crossrank.backends import Backend
 from crossrank.config import DEFAULT_MODEL, Quantize, RerankerConfig
 from crossrank.encoding import PairEncoder
-from crossrank.errors import DocumentTypeError
+from crossrank.errors import DocumentTypeError, InvalidArgumentError
 from crossrank.loading import assemble, load_engine, ready_engine_config
 from crossrank.rank_options import USE_DEFAULT, RankArguments, RankOptions, UseDefault
 from crossrank.results import Ranking, ScoringStats
@@ -30,6 +30,7 @@ from crossrank.scoring import rank_logits, to_scores
 from crossrank.selection import check_first_stage
 from crossrank.validation import (
     CheckedRequest,
+    as_list,
     check_documents,
     check_engine,
     check_normalize,
@@ -529,9 +530,12 @@ class Reranker:
             >>> reranker.rank_logits(docs, logits, reranker.rank_options()) == reranker.rank("flea", docs)
             True
         """
-        return rank_logits(
-            texts, logits, options, first_stage=first_stage_scores, count_tokens=self.budget_tokens
-        )
+        texts = check_documents(texts, where="texts")
+        values = as_list(logits, "logits")
+        if len(values) != len(texts):
+            raise InvalidArgumentError(f"logits has {len(values)} values for {len(texts)} texts")
+        first_stage = check_first_stage(first_stage_scores, len(texts))
+        return rank_logits(texts, values, options, first_stage=first_stage, count_tokens=self.budget_tokens)
 
     def budget_tokens(self, text: str) -> int:
         """Tokens of ``text`` as ``max_tokens`` counts them: by ``budget_tokenizer``, else the model's.

@@ -357,13 +357,19 @@ def _fast_tokenizer(location: str, *, offline: bool, cache_folder: str | None) -
     file = Path(location) / "tokenizer.json"
     if not Path(location).is_dir():
         from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
         try:
             file = Path(
                 hf_hub_download(location, "tokenizer.json", local_files_only=offline, cache_dir=cache_folder)
             )
-        except Exception:  # no such file in the repo (or not cached): the slow path says why
+        except (EntryNotFoundError, LocalEntryNotFoundError):  # none in the repo: the slow path
             return None
+        except Exception as err:  # the hub refused (gated, network): say so, not "no tokenizer.json"
+            raise ModelLoadError(
+                f"budget_tokenizer {location!r} could not be fetched: {type(err).__name__}: {err}",
+                model=location,
+            ) from None
     if not file.is_file():
         return None
     loaded = Tokenizer.from_file(str(file))

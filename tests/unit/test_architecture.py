@@ -93,3 +93,18 @@ def test_the_environment_still_spells_bools_and_numbers_as_text(monkeypatch: pyt
 def test_dedupe_true_says_which_number_it_wants() -> None:
     with pytest.raises(InvalidArgumentError, match=r"dedupe: expected a number, got True \(.*0-1"):
         check_option("dedupe", True)
+
+
+def test_finetune_options_refuse_a_bool_for_a_number_too() -> None:
+    from crossrank.finetune import FinetuneConfig
+
+    with pytest.raises(InvalidArgumentError, match="epochs: expected a number, got True"):
+        FinetuneConfig.from_arguments(epochs=True)
+    with pytest.raises(InvalidArgumentError, match="bf16: expected True or False, got 1"):
+        FinetuneConfig.from_arguments(bf16=1)
+
+
+def test_backend_options_come_as_json_text_from_the_command_line() -> None:
+    assert RerankerConfig(backend="onnx", backend_options="{}").backend_options == {}
+    with pytest.raises(ValueError, match="backend_options must be a JSON object"):
+        RerankerConfig(backend_options="{nope")

@@ -2,8 +2,9 @@
 
 A backend does one thing: given padded token ids (an :class:`~crossrank.encoding.EncodedBatch`),
 return one float32 logit per row. Everything else (validation, tokenisation, batching,
-normalisation, ranking, async) lives in :class:`crossrank.Reranker`, so a new engine (ONNX
-Runtime, a GPU server, a Ray actor) only implements :class:`Backend`: pass an instance to
+normalisation, ranking, async) lives in the rooms behind :class:`crossrank.Reranker`
+(``docs/architecture.md``), so a new engine (a GPU server, OpenVINO, a Ray actor) only implements
+:class:`Backend`: pass an instance to
 :meth:`crossrank.Reranker.from_backend`, or register a loader by name with
 :func:`register_backend`.
 
@@ -125,7 +126,8 @@ def register_backend(
             it ``extra="forbid"``), or its ``"module:attribute"`` path. Its fields may be
             :class:`~crossrank.RerankerConfig` fields that belong to backends (``precision``,
             ``quantize``, ``onnx_file``, ``trust_remote_code``) or options of its own, which users
-            pass in ``backend_options={...}``. None: the backend takes no options of its own.
+            pass in ``backend_options={...}``. None: the backend takes no options of its own, and
+            its loader receives none of the backend fields.
         install: What to ``pip install`` when the loader's packages are missing (named in the error).
 
     A ready engine can also be passed as is: ``Reranker.from_backend(engine)``.
@@ -185,6 +187,14 @@ def backend_option_names(name: str) -> tuple[str, ...]:
     return tuple(model.model_fields) if model is not None else ()
 
 
+def _declared(name: str) -> tuple[str, ...]:
+    """``backend_option_names(name)``, or () when its options model can't be imported here."""
+    try:
+        return backend_option_names(name)
+    except ImportError:
+        return ()
+
+
 def check_backend_options(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """Backend ``name``'s options: ``values`` validated by its declared model, defaults filled in.
 
@@ -210,7 +220,7 @@ def check_backend_options(name: str, values: Mapping[str, Any]) -> dict[str, Any
     declared = model.model_fields if model is not None else {}
     for option in values:
         if option not in declared:
-            takers = [other for other in _REGISTRY if other != name and option in backend_option_names(other)]
+            takers = [other for other in _REGISTRY if other != name and option in _declared(other)]
             if not takers:
                 own = ", ".join(declared) or "none"
                 raise ValueError(f"{option} is not an option of backend={name!r} (its options: {own})")
@@ -235,17 +245,30 @@ def _problem(problem: Mapping[str, Any]) -> str:
 AUTO = "auto"
 
 
-def default_backend(model: str | None = None) -> str:
-    """The backend ``"auto"`` picks for ``model``: ``"torch"`` when torch and sentence-transformers
-    are installed (the ``torch`` extra) and the model has torch weights; else ``"onnx"``, which
-    needs neither (a local folder holding only ONNX files, as ``crossrank export`` writes, is run by
-    ONNX Runtime even where torch is installed).
+def default_backend(model: str | None = None, options: Mapping[str, Any] | None = None) -> str:
+    """The backend ``"auto"`` runs ``model`` with, given the backend ``options`` set.
+
+    One rule: options only one built-in backend takes choose it (``quantize`` or ``onnx_file``:
+    ONNX; ``precision="bf16"`` or ``trust_remote_code``: torch); else a local folder holding only
+    ready ONNX files (as ``crossrank export`` writes) runs on ONNX Runtime; else torch where the
+    torch extra is installed (torch and sentence-transformers), ONNX Runtime where not. A hub id
+    is not looked into: with torch installed, an ONNX-only hub repository needs ``backend="onnx"``.
 
     Example:
+        >>> default_backend(options={"quantize": "int8"})
+        'onnx'
         >>> default_backend() in ("torch", "onnx")
         True
     """
-    if model is not None and _only_onnx_files(Path(model).expanduser()):
+    from crossrank.backends.onnx_files import has_ready_files, has_weights
+
+    given = dict(options or {})
+    if given:
+        takers = [name for name in ("torch", "onnx") if _takes(name, given)]
+        if len(takers) == 1:
+            return takers[0]
+    folder = Path(model).expanduser() if model else None
+    if folder is not None and folder.is_dir() and not has_weights(folder) and has_ready_files(folder):
         return "onnx"
     try:
         installed = all(importlib.util.find_spec(name) for name in ("torch", "sentence_transformers"))
@@ -254,12 +277,12 @@ def default_backend(model: str | None = None) -> str:
     return "torch" if installed else "onnx"
 
 
-def _only_onnx_files(folder: Path) -> bool:
-    if not folder.is_dir() or any(
-        (folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")
-    ):
+def _takes(name: str, options: Mapping[str, Any]) -> bool:
+    try:
+        check_backend_options(name, options)
+    except ValueError:
         return False
-    return any(folder.glob("*.onnx")) or any(folder.glob("onnx/*.onnx"))
+    return True
 
 
 def load_backend(name: str, source: ModelSource, *, device: str | None, **options: Any) -> Backend:

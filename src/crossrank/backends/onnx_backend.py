@@ -1,11 +1,11 @@
 """ONNX Runtime backend: fp32 or int8, no torch at scoring time.
 
-On first use the model is exported to ONNX, optimised and (with ``quantize="int8"`` or
-``"int8-static"``) quantised; the files are cached under ``CROSSRANK_CACHE`` (default
-``~/.cache/crossrank``) in a folder keyed by the model's config and weight files (see
-:func:`_fingerprint`), so later starts load the ONNX file directly, without importing torch. A
-repo that ships ONNX files can be used as is with ``onnx_file=`` (e.g.
-``"onnx/model_qint8_avx512_vnni.onnx"``).
+Which file runs (:mod:`crossrank.backends.onnx_files`): a ``crossrank export`` folder's own; else,
+where torch is installed and the model has weights, crossrank's export, optimised and (with
+``quantize="int8"`` or ``"int8-static"``) quantised on first use and cached under
+``CROSSRANK_CACHE`` (:mod:`crossrank.backends.onnx_cache`), so later starts load it without
+importing torch; else the model's ready ONNX file (``onnx/model.onnx``, or optimum's int8 file
+for this CPU). ``onnx_file=`` names one to load as is (e.g. ``"onnx/model_qint8_avx512_vnni.onnx"``).
 """
 
 from __future__ import annotations
@@ -23,14 +23,20 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from crossrank.backends.onnx_cache import RECIPES, cached_onnx, onnx_cache_dir
-from crossrank.backends.onnx_files import can_export, exported_files, hub_patterns, ready_file
+from crossrank.backends.onnx_files import (
+    can_export,
+    check_reranker_files,
+    exported_files,
+    has_weights,
+    hub_patterns,
+    ready_file,
+)
 from crossrank.config import Quantize
 from crossrank.encoding import EncodedBatch
 from crossrank.errors import (
     BackendUnavailableError,
     InvalidArgumentError,
     ModelLoadError,
-    UnsupportedModelError,
 )
 from crossrank.model_source import ModelSource
 
@@ -89,17 +95,12 @@ def model_folder(
     return fetch(list(exported.values())) if exported else folder
 
 
-def _num_labels(config: dict[str, Any]) -> int:
-    if "id2label" in config:
-        return len(config["id2label"])
-    return int(config.get("num_labels", 2))
-
-
 def _no_onnx_file(name: str, quantize: str | None) -> BackendUnavailableError:
     """No ready ONNX file for ``quantize``, and this install can't export one: the two ways out."""
     what = "fp32 ONNX file (onnx/model.onnx)" if quantize is None else f"ONNX file for quantize={quantize!r}"
     return BackendUnavailableError(
-        f"Model {name!r} has no {what}, and this install can't export one (it needs torch). Either "
+        f"Model {name!r} has no {what}, and crossrank can't export one here (that needs the model's "
+        "torch weights, and torch, transformers and onnx: the torch extra). Either "
         "install the exporter: pip install 'crossrank[torch]'; or export the model once where torch "
         "is installed and load that folder here: crossrank export MODEL --output DIR."
     )
@@ -195,13 +196,9 @@ class OnnxBackend:
             quantize=quantize,
             exporting=exporting,
         )
+        exporting = exporting and has_weights(model_dir)  # a folder of ONNX files alone runs them
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-        if _num_labels(config) != 1:
-            raise UnsupportedModelError(
-                f"Model {source.name!r} has {_num_labels(config)} output labels; crossrank reranks with "
-                "models that give one relevance logit per pair.",
-                model=source.name,
-            )
+        check_reranker_files(model_dir, config, source.name)
         tokenizer, pad_token_id, max_positions = _tokenizer_settings(model_dir, config, source.name)
 
         if onnx_file is not None:
@@ -306,13 +303,7 @@ def quantizes_per_batch(path: Path) -> bool:
 
 def _tokenizer_settings(model_dir: Path, config: dict[str, Any], name: str) -> tuple[Tokenizer, int, int]:
     """The fast tokenizer, the pad token id and the longest input the model accepts."""
-    tokenizer_file = model_dir / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        raise UnsupportedModelError(
-            f"Model {name!r} has no tokenizer.json (a fast tokenizer), which backend='onnx' needs; "
-            "save one with AutoTokenizer.from_pretrained(...).save_pretrained(dir) or use backend='torch'.",
-            model=name,
-        )
+    tokenizer_file = model_dir / "tokenizer.json"  # there: check_reranker_files
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     settings_file = model_dir / "tokenizer_config.json"
     settings = json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.is_file() else {}

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from crossrank.backends.onnx_files import WEIGHT_FILES
 from crossrank.config import Quantize
 from crossrank.errors import BackendUnavailableError, ModelLoadError
 
@@ -34,7 +35,6 @@ logger = logging.getLogger(__name__)
 #: Bump when the export recipe or the cache's layout changes, so old cached files are not reused.
 #: 5: a manifest (size, CRC-32) next to each file.
 EXPORT_VERSION = "5"
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def onnx_cache_dir() -> Path:
@@ -56,7 +56,7 @@ def _fingerprint(model_dir: Path) -> str:
     config = model_dir / "config.json"
     if config.is_file():
         digest.update(config.read_bytes())
-    for name in _WEIGHT_FILES:
+    for name in WEIGHT_FILES:
         path = model_dir / name
         if path.is_file():
             real = path.resolve()

@@ -11,7 +11,8 @@ Two kinds of folder carry them, and both load with ONNX Runtime alone, no torch:
   file made for this CPU (:func:`pick_int8_file`).
 
 The rule, in one sentence: an exported folder's own files always win; otherwise crossrank exports
-its own file when torch is installed, and runs the repository's ONNX file when it is not.
+its own file where torch is installed and the model has weights, and runs the model's ready ONNX
+file where not.
 """
 
 from __future__ import annotations
@@ -28,11 +29,16 @@ __all__ = [
     "EXPORT_MANIFEST",
     "FP32_FILES",
     "INT8_FILES",
+    "WEIGHT_FILES",
     "ReadyFile",
     "can_export",
+    "check_reranker_files",
     "cpu_features",
     "exported_files",
+    "has_ready_files",
+    "has_weights",
     "hub_patterns",
+    "num_labels",
     "pick_int8_file",
     "ready_file",
 ]
@@ -46,6 +52,8 @@ EXPORTED_FILES: dict[str, str] = {
     "int8": "onnx/model_qint8_crossrank.onnx",
     "int8-static": "onnx/model_qint8_static_crossrank.onnx",
 }
+#: The torch weight files crossrank exports from.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 #: Where hub repositories keep their fp32 ONNX file, in the order looked for.
 FP32_FILES = ("onnx/model.onnx", "model.onnx")
 #: optimum's CPU-specific dynamic int8 files, best first, each with the CPU flags it needs.
@@ -71,6 +79,57 @@ class ReadyFile:
     path: Path
     per_batch_scales: bool
     why: str
+
+
+def has_weights(model_dir: Path) -> bool:
+    """Whether ``model_dir`` holds torch weights (what an export starts from)."""
+    return any((model_dir / name).is_file() for name in WEIGHT_FILES)
+
+
+def has_ready_files(model_dir: Path) -> bool:
+    """Whether ``model_dir`` holds ONNX files crossrank runs as they are (:func:`ready_file`'s).
+
+    Example:
+        >>> has_ready_files(Path("/nonexistent"))
+        False
+    """
+    names = [*FP32_FILES, *(name for name, _ in INT8_FILES)]
+    return bool(exported_files(model_dir)) or any((model_dir / name).is_file() for name in names)
+
+
+def num_labels(config: dict[str, object]) -> int:
+    """The model's output labels, as ``config.json`` declares them (``id2label``, else ``num_labels``).
+
+    Example:
+        >>> num_labels({"id2label": {"0": "LABEL_0"}}), num_labels({"num_labels": 3}), num_labels({})
+        (1, 3, 2)
+    """
+    if "id2label" in config:
+        return len(config["id2label"])  # type: ignore[arg-type]
+    return int(config.get("num_labels", 2))  # type: ignore[call-overload]
+
+
+def check_reranker_files(model_dir: Path, config: dict[str, object], name: str) -> None:
+    """Refuse a model crossrank can't rerank with on ONNX: more than one output label, or no
+    ``tokenizer.json`` (a fast tokenizer).
+
+    Raises:
+        UnsupportedModelError: The message names the model and the way out.
+    """
+    from crossrank.errors import UnsupportedModelError
+
+    if num_labels(config) != 1:
+        raise UnsupportedModelError(
+            f"Model {name!r} has {num_labels(config)} output labels; crossrank reranks with "
+            "models that give one relevance logit per pair.",
+            model=name,
+        )
+    if not (model_dir / "tokenizer.json").is_file():
+        raise UnsupportedModelError(
+            f"Model {name!r} has no tokenizer.json (a fast tokenizer), which backend='onnx' needs; "
+            "save one with AutoTokenizer.from_pretrained(...).save_pretrained(dir) or use backend='torch'.",
+            model=name,
+        )
 
 
 def can_export() -> bool:
@@ -143,8 +202,9 @@ def ready_file(model_dir: Path, quantize: str | None, *, exporting: bool) -> Rea
     Args:
         model_dir: The model's folder (a local folder or a hub snapshot).
         quantize: None (fp32), ``"int8"`` or ``"int8-static"``.
-        exporting: Whether this install can export (:func:`can_export`): then only an exported
-            folder's own files are used, as they are the same recipe.
+        exporting: Whether crossrank will export (:func:`can_export` and the folder
+            :func:`has_weights`): then only an exported folder's own files are used, as they are
+            the same recipe.
 
     Example:
         >>> ready_file(Path("/nonexistent"), None, exporting=True) is None

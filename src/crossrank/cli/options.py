@@ -350,7 +350,8 @@ def reranker_options(
             "config",
             panels={name: PANELS[group] for group in groups for name in OPTION_GROUPS[group]},
             decls=RERANKER_FLAGS,
-            kinds={"backend": Literal[(AUTO, *backend_names())]},  # auto or any registered engine
+            # auto or any registered engine; a registered backend's own options as JSON text
+            kinds={"backend": Literal[(AUTO, *backend_names())], "backend_options": str},
             sectioned=True,
         )
     ]

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from crossrank.config import settings_from_yaml, validate_arguments
+from crossrank.config import refuse_bool_number_confusion, settings_from_yaml, validate_arguments
 
 __all__ = ["FINETUNE_ENV_PREFIX", "FinetuneConfig", "Progress", "Stage1"]
 
@@ -91,6 +91,12 @@ class FinetuneConfig(BaseSettings):
     # ---------------------------------------------------------------- the run
     resume: bool = Field(False, description="Continue an interrupted run.")
     overwrite: bool = Field(False, description="Replace an existing --output.")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: Any) -> Any:
+        """``epochs=True`` would mean one epoch: a bool is not a number here either."""
+        return refuse_bool_number_confusion(info.field_name, value, cls)
 
     @classmethod
     def from_yaml(

@@ -1,9 +1,10 @@
 """One server's state, and a rerank request's way through it: checks, admission, fitting, scoring, ranking.
 
 :class:`RerankService` knows nothing of HTTP or of the API shapes: the routes
-(:mod:`crossrank.server.app`) turn a body into a query, texts and :class:`~crossrank.RankOptions`,
-and a :class:`Reranked` back into a body (:mod:`crossrank.server.schemas`); what goes wrong is raised
-as an :class:`~crossrank.server.errors.ApiError` of some kind, whose status the shape's table says.
+(:mod:`crossrank.server.app`) turn a body into a query, texts and
+:class:`~crossrank.rank_options.RankOptions`, and a :class:`Reranked` back into a body
+(:mod:`crossrank.server.schemas`); what goes wrong is raised as an
+:class:`~crossrank.server.errors.ApiError` of some kind, whose status the shape's table says.
 """
 
 from __future__ import annotations
