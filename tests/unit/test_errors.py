@@ -154,7 +154,7 @@ def test_bad_requests_name_the_request(tiny_reranker: Reranker) -> None:
     ("kwargs", "message"),
     [
         ({"model": None}, "model: Input should be a valid string"),
-        ({"quantize": "int8"}, "quantize applies to backend='onnx' only"),
+        ({"backend": "torch", "quantize": "int8"}, "quantize applies to backend='onnx' only"),
         ({"backend": "onnx", "precision": "bf16"}, "applies to backend='torch'"),
         ({"stride": 16}, "stride applies to long_documents='windows'"),
         ({"normalize": "maybe"}, "normalize"),

@@ -183,7 +183,7 @@ def test_ready_dynamic_int8_file_is_known_by_its_graph_and_never_mixes_requests(
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"quantize": "int8"}, InvalidArgumentError, "applies to backend='onnx' only"),
+        ({"backend": "torch", "quantize": "int8"}, InvalidArgumentError, "applies to backend='onnx' only"),
         ({"backend": "onnx", "quantize": "int4"}, InvalidArgumentError, "quantize: Input should be 'int8'"),
         ({"backend": "onnx", "threads": 0}, InvalidArgumentError, "threads: Input should be greater than 0"),
     ],
