@@ -115,3 +115,29 @@ def test_rank_logits_refuses_logits_that_dont_fit(tiny_reranker: Reranker) -> No
         tiny_reranker.rank_logits(["a", "b"], [0.5], options)
     ranking = tiny_reranker.rank_logits(["a", "b"], [0.5, 2.0], options)
     assert [hit.index for hit in ranking] == [1, 0]
+
+
+def test_an_onnx_only_hub_repository_runs_its_file_where_torch_is_installed(
+    exported: Path, tmp_path: Path
+) -> None:
+    """From the hub cache (offline), ``backend="onnx"`` on a repository with no weights runs its own
+    ``onnx/model.onnx`` instead of trying to export."""
+    import os
+    import subprocess
+    import sys
+
+    snapshot = tmp_path / "hub" / "models--org--onnx-only" / "snapshots" / ("0" * 40)
+    (snapshot / "onnx").mkdir(parents=True)
+    (tmp_path / "hub" / "models--org--onnx-only" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--onnx-only" / "refs" / "main").write_text("0" * 40)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "onnx/model.onnx"):
+        (snapshot / name).write_bytes((exported / name).read_bytes())
+    code = (
+        "from crossrank import Reranker; r = Reranker('org/onnx-only', backend='onnx'); "
+        "print(r.engine.path.name, r.score('flea', ['fleas live a year', 'tea']))"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = Reranker(exported, backend="onnx").score("flea", ["fleas live a year", "tea"])
+    assert done.stdout.split(" ", 1) == ["model.onnx", f"{expected}\n"]

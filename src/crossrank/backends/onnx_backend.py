@@ -92,7 +92,11 @@ def model_folder(
         return fetch([onnx_file])
     folder = fetch(hub_patterns(quantize, exporting=exporting) + (["model.safetensors"] if exporting else []))
     exported = exported_files(folder)
-    return fetch(list(exported.values())) if exported else folder
+    if exported:
+        return fetch(list(exported.values()))
+    if exporting and not has_weights(folder):  # an ONNX-only repository: its ready files, then
+        return fetch(hub_patterns(quantize, exporting=False))
+    return folder
 
 
 def _no_onnx_file(name: str, quantize: str | None) -> BackendUnavailableError:
