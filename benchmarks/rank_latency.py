@@ -10,6 +10,9 @@ scored by the trained MiniLM-L6 fixture in every system:
   crossrank's int8 recipe with the whole last layer, as standard exports have it
   (``pip install flashrank``)
 * ``torch``, ``onnx``, ``int8``  crossrank's backends, timed through ``Reranker.rank``
+* ``slim``, ``slim-int8``  crossrank's torch-free install (``pip install crossrank``, the venv
+  ``.venv-slim`` that ``scripts/test.sh`` builds; ``--slim-python``) on the folder
+  ``crossrank export`` writes (exported here first), fp32 and int8
 
 Each system lives in its own process (``system_worker.py``), started after its one-off export:
 
@@ -21,7 +24,8 @@ Each system lives in its own process (``system_worker.py``), started after its o
    one shared machine that would steal the cores from the next system's call, which a reranker
    alone in its worker never suffers;
 3. throughput: every query's top 100, the same way, once; docs/s = passages / scoring time;
-4. peak RSS of each process after the top-20 passes, and again after the top-100 one.
+4. peak RSS of each process after the top-20 passes, and again after the top-100 one;
+5. the size of each system's site-packages (the venv its Python runs in).
 
     python benchmarks/rank_latency.py                               # every system available
     python benchmarks/rank_latency.py --systems st,int8 --rounds 1  # a quick look
@@ -55,7 +59,11 @@ LABELS = {
     "torch": "crossrank torch fp32",
     "onnx": "crossrank onnx fp32",
     "int8": "crossrank onnx int8",
+    "slim": "crossrank slim (no torch) fp32",
+    "slim-int8": "crossrank slim (no torch) int8",
 }
+SLIM_PYTHON = HERE.parent / ".venv-slim" / "bin" / "python"
+SLIM_SYSTEMS = ("slim", "slim-int8")
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
@@ -92,11 +100,18 @@ class Worker:
         self.process.wait(timeout=60)
 
 
-def available(systems: list[str], st_onnx_python: Path) -> tuple[dict[str, str], dict[str, str]]:
+def available(
+    systems: list[str], st_onnx_python: Path, slim_python: Path
+) -> tuple[dict[str, str], dict[str, str]]:
     """Python interpreter per runnable system, and why the others can't run."""
     pythons, missing = {}, {}
     for system in systems:
-        if system == "st-onnx":
+        if system in SLIM_SYSTEMS:
+            if slim_python.is_file():
+                pythons[system] = str(slim_python)
+            else:
+                missing[system] = "needs the torch-free venv: python -m venv .venv-slim && pip install -e ."
+        elif system == "st-onnx":
             if st_onnx_python.is_file():
                 pythons[system] = str(st_onnx_python)
             else:
@@ -134,6 +149,39 @@ def run_passes(
     return times, scores
 
 
+def cpu_line() -> str:
+    """The CPU's name and the flags that decide CPU kernels (printed with every figure)."""
+    from crossrank.backends.onnx_files import cpu_features
+
+    name = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                name = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni", "arm64")
+    flags = [flag for flag in wanted if flag in cpu_features()]
+    return f"{name} ({os.cpu_count()} CPUs; {' '.join(flags) or 'no AVX2'})"
+
+
+def site_packages_mib(python: str) -> float:
+    """The size of the site-packages a Python runs with, pip and setuptools left out (MiB)."""
+    where = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    total = 0
+    for path in Path(where).rglob("*"):
+        top = path.relative_to(where).parts[0].lower()
+        if path.is_file() and not top.startswith(("pip", "setuptools", "_distutils_hack")):
+            total += path.stat().st_size
+    return total / 2**20
+
+
 def ndcg10(scores: dict[str, list[float]], queries: list, depth: int, qrels: list) -> float:
     run = {
         qid: {hit["docid"]: s for hit, s in zip(hits[:depth], scores[qid], strict=True)}
@@ -155,6 +203,7 @@ def main() -> None:
     parser.add_argument("--gap-ms", type=float, default=100, help="pause before each timed call")
     parser.add_argument("--max-queries", type=int, help="use the first N queries only (a quick look)")
     parser.add_argument("--st-onnx-python", type=Path, default=ST_ONNX_PYTHON)
+    parser.add_argument("--slim-python", type=Path, default=SLIM_PYTHON)
     parser.add_argument("--json", dest="json_out", help="also write the figures to this file")
     args = parser.parse_args()
 
@@ -166,7 +215,7 @@ def main() -> None:
     requested = [s.strip() for s in args.systems.split(",") if s.strip()]
     if requested[0] != "st":
         requested = ["st", *[s for s in requested if s != "st"]]  # the reference is always there
-    pythons, missing = available(requested, args.st_onnx_python)
+    pythons, missing = available(requested, args.st_onnx_python, args.slim_python)
     for system, why in missing.items():
         console.print(f"[yellow]skipping {system}:[/] {why}")
     names = list(pythons)
@@ -175,8 +224,9 @@ def main() -> None:
     with Progress(console=console) as progress:
         task = progress.add_task("prepare (exports, layouts)", total=len(names))
         for name in names:
+            preparer = sys.executable if name in SLIM_SYSTEMS else pythons[name]  # exports need torch
             subprocess.run(
-                [pythons[name], str(WORKER), "--system", name, "--model", args.model, "--prepare"],
+                [preparer, str(WORKER), "--system", name, "--model", args.model, "--prepare"],
                 check=True,
                 capture_output=True,
             )
@@ -221,6 +271,7 @@ def main() -> None:
             "speedup": reference / statistics.median(times[name]),
             "cold_start_s": statistics.median(cold[name]),
             "peak_rss_mb_top20": rss20[name],
+            "site_packages_mib": site_packages_mib(pythons[name]),
         }
         if args.throughput_depth:
             figures[name] |= {
@@ -230,14 +281,17 @@ def main() -> None:
             }
     print_tables(figures, args, len(queries))
     if args.json_out:
-        settings = vars(args) | {"st_onnx_python": str(args.st_onnx_python)}
+        settings = vars(args) | {
+            "st_onnx_python": str(args.st_onnx_python),
+            "slim_python": str(args.slim_python),
+        }
         Path(args.json_out).write_text(json.dumps({"args": settings, "figures": figures}, indent=2) + "\n")
 
 
 def print_tables(figures: dict[str, dict], args: argparse.Namespace, num_queries: int) -> None:
     ref = figures["st"]
     latency = Table(
-        title=f"{num_queries} DL19 queries x BM25 top 20 x {args.rounds} rounds, {os.cpu_count()} CPUs, "
+        title=f"{num_queries} DL19 queries x BM25 top 20 x {args.rounds} rounds, {cpu_line()}, "
         f"model {Path(args.model).name}",
         title_justify="left",
     )
@@ -259,7 +313,7 @@ def print_tables(figures: dict[str, dict], args: argparse.Namespace, num_queries
         f"(top {args.throughput_depth})",
         title_justify="left",
     )
-    columns = ["system", "cold start s", "vs ref", "peak RSS MB", "vs ref"]
+    columns = ["system", "site-packages MiB", "cold start s", "vs ref", "peak RSS MB", "vs ref"]
     if args.throughput_depth:
         columns += ["docs/s", "vs ref", "nDCG@10", "peak RSS MB"]
     for column in columns:
@@ -267,6 +321,7 @@ def print_tables(figures: dict[str, dict], args: argparse.Namespace, num_queries
     for f in figures.values():
         row = [
             f["system"],
+            f"{f['site_packages_mib']:.0f}",
             f"{f['cold_start_s']:.2f}",
             f"{f['cold_start_s'] / ref['cold_start_s']:.2f}x",
             f"{f['peak_rss_mb_top20']:.0f}",

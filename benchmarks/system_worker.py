@@ -6,6 +6,7 @@ which pins transformers < 5: it runs from the venv that ``setup_st_onnx.sh`` bui
 This file imports only the standard library at the top: each system imports what it needs.
 
     python benchmarks/system_worker.py --system int8 --model DIR --prepare   # export / lay out files
+    (the ``slim`` systems run in the torch-free venv, on a folder ``crossrank export`` wrote)
     python benchmarks/system_worker.py --system int8 --model DIR             # serve requests
 
 Requests: ``{"op": "score", "query": str, "texts": [str]}`` -> ``{"ms": float, "scores": [float]}``
@@ -121,6 +122,8 @@ def load(system: str, model: str) -> Scorer:
         return _crossrank(model, backend="onnx")
     if system == "int8":
         return _crossrank(model, backend="onnx", quantize="int8")
+    if system in ("slim", "slim-int8"):  # the torch-free install, on a `crossrank export` folder
+        return _crossrank(str(_work_dir("slim", model)), quantize="int8" if system == "slim-int8" else None)
     raise SystemExit(f"unknown system {system!r}")
 
 
@@ -130,6 +133,13 @@ def prepare(system: str, model: str) -> None:
         load(system, model)  # exports to crossrank's ONNX cache on first use
     elif system == "flashrank":
         _flashrank_file(model, _work_dir("flashrank", model))
+    elif system in ("slim", "slim-int8"):  # run by the driver in the full venv: the slim one has no torch
+        from crossrank.export import export_model
+
+        folder = _work_dir("slim", model)
+        if not (folder / "crossrank-export.json").is_file():
+            export_model(model, folder, overwrite=True)
+        return
     elif system == "st-onnx":
         import torch
         from sentence_transformers import CrossEncoder
