@@ -571,8 +571,11 @@ class Reranker:
     def _rankings(
         self, requests: list[CheckedRequest], first_stages: list[list[float] | None], options: RankOptions
     ) -> list[Ranking]:
+        # Checked already: straight to the ranking (the public rank_logits checks a caller's input).
         logits = self._scorer.logits(requests)
         return [
-            self.rank_logits(texts, request_logits, options, first_stage_scores=first_stage)
+            rank_logits(
+                texts, request_logits, options, first_stage=first_stage, count_tokens=self.budget_tokens
+            )
             for (_, texts), first_stage, request_logits in zip(requests, first_stages, logits, strict=True)
         ]
