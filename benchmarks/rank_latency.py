@@ -6,13 +6,19 @@ scored by the trained MiniLM-L6 fixture in every system:
 * ``st``        sentence-transformers ``CrossEncoder``, torch fp32: the reference
 * ``st-onnx``   sentence-transformers ``CrossEncoder(backend="onnx")`` (needs the separate venv of
   ``benchmarks/setup_st_onnx.sh``: optimum-onnx pins transformers < 5; ``--st-onnx-python``)
-* ``flashrank`` FlashRank, given an int8 ONNX file of the fixture in its local model layout:
-  crossrank's int8 recipe with the whole last layer, as standard exports have it
-  (``pip install flashrank``)
+* ``flashrank`` FlashRank 0.2.10, given an int8 ONNX file of the fixture in its local model
+  layout: crossrank's int8 recipe with the whole last layer, as standard exports have it (its
+  own models are zip files on a hub these machines can't reach)
+* ``fastembed`` fastembed 0.9 ``TextCrossEncoder`` on the fixture exported whole as
+  ``onnx/model.onnx`` fp32 (``add_custom_model`` + ``specific_model_path``)
 * ``torch``, ``onnx``, ``int8``  crossrank's backends, timed through ``Reranker.rank``
-* ``slim``, ``slim-int8``  crossrank's torch-free install (``pip install crossrank``, the venv
-  ``.venv-slim`` that ``scripts/test.sh`` builds; ``--slim-python``) on the folder
-  ``crossrank export`` writes (exported here first), fp32 and int8
+* ``slim``, ``slim-int8``  crossrank's torch-free install (``pip install crossrank``, no extras)
+  on the folder ``crossrank export`` writes (exported here first), fp32 and int8
+
+``st-onnx`` runs from the venv ``benchmarks/setup_st_onnx.sh`` builds; ``slim``, ``flashrank`` and
+``fastembed`` from the torch-free venvs ``benchmarks/setup_torch_free.sh`` builds (``--*-python``
+points elsewhere), so each one's site-packages is its own install alone. Their files are prepared
+here, in the full venv, where torch can export.
 
 Each system lives in its own process (``system_worker.py``), started after its one-off export:
 
@@ -51,19 +57,33 @@ from rich.table import Table
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
 WORKER = HERE / "system_worker.py"
-ST_ONNX_PYTHON = HERE / ".venv-st-onnx" / "bin" / "python"
 LABELS = {
     "st": "ST torch fp32 (ref)",
     "st-onnx": "ST onnx fp32",
-    "flashrank": "FlashRank int8",
+    "flashrank": "FlashRank 0.2.10 int8",
+    "fastembed": "fastembed 0.9 fp32",
     "torch": "crossrank torch fp32",
     "onnx": "crossrank onnx fp32",
     "int8": "crossrank onnx int8",
     "slim": "crossrank slim (no torch) fp32",
     "slim-int8": "crossrank slim (no torch) int8",
 }
-SLIM_PYTHON = HERE.parent / ".venv-slim" / "bin" / "python"
-SLIM_SYSTEMS = ("slim", "slim-int8")
+#: Systems that run from a venv of their own: (its --option, how to build it).
+OWN_VENV = {
+    "st-onnx": ("st_onnx_python", "run benchmarks/setup_st_onnx.sh (optimum-onnx pins transformers < 5)"),
+    "slim": ("slim_python", "run benchmarks/setup_torch_free.sh"),
+    "slim-int8": ("slim_python", "run benchmarks/setup_torch_free.sh"),
+    "flashrank": ("flashrank_python", "run benchmarks/setup_torch_free.sh"),
+    "fastembed": ("fastembed_python", "run benchmarks/setup_torch_free.sh"),
+}
+#: Where benchmarks/setup_*.sh put each venv (the --*-python defaults).
+VENV_PYTHONS = {
+    "st_onnx_python": HERE / ".venv-st-onnx" / "bin" / "python",
+    "slim_python": HERE / ".venv-slim" / "bin" / "python",
+    "slim_server_python": HERE / ".venv-slim-server" / "bin" / "python",
+    "flashrank_python": HERE / ".venv-flashrank" / "bin" / "python",
+    "fastembed_python": HERE / ".venv-fastembed" / "bin" / "python",
+}
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
@@ -100,31 +120,22 @@ class Worker:
         self.process.wait(timeout=60)
 
 
-def available(
-    systems: list[str], st_onnx_python: Path, slim_python: Path
-) -> tuple[dict[str, str], dict[str, str]]:
-    """Python interpreter per runnable system, and why the others can't run."""
+def available(systems: list[str], venvs: dict[str, Path]) -> tuple[dict[str, str], dict[str, str]]:
+    """Python interpreter per runnable system, and why the others can't run.
+
+    A system in :data:`OWN_VENV` runs from its venv's Python (``venvs``), so that its site-packages
+    is its own install alone; the others run here, in the full venv.
+    """
     pythons, missing = {}, {}
     for system in systems:
-        if system in SLIM_SYSTEMS:
-            if slim_python.is_file():
-                pythons[system] = str(slim_python)
-            else:
-                missing[system] = "needs the torch-free venv: python -m venv .venv-slim && pip install -e ."
-        elif system == "st-onnx":
-            if st_onnx_python.is_file():
-                pythons[system] = str(st_onnx_python)
-            else:
-                missing[system] = "needs optimum-onnx (transformers<4.58): run benchmarks/setup_st_onnx.sh"
-        elif system == "flashrank":
-            try:
-                import flashrank  # noqa: F401
-            except ImportError:
-                missing[system] = "pip install flashrank"
-            else:
-                pythons[system] = sys.executable
-        else:
+        if system not in OWN_VENV:
             pythons[system] = sys.executable
+            continue
+        python = venvs[OWN_VENV[system][0]]
+        if python.is_file():
+            pythons[system] = str(python)
+        else:
+            missing[system] = f"no {python}: {OWN_VENV[system][1]}"
     return pythons, missing
 
 
@@ -167,7 +178,7 @@ def cpu_line() -> str:
 
 
 def site_packages_mib(python: str) -> float:
-    """The size of the site-packages a Python runs with, pip and setuptools left out (MiB)."""
+    """The size of the site-packages a Python runs with, pip and setuptools (with its pkg_resources) left out (MiB)."""
     where = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True,
@@ -177,7 +188,7 @@ def site_packages_mib(python: str) -> float:
     total = 0
     for path in Path(where).rglob("*"):
         top = path.relative_to(where).parts[0].lower()
-        if path.is_file() and not top.startswith(("pip", "setuptools", "_distutils_hack")):
+        if path.is_file() and not top.startswith(("pip", "setuptools", "_distutils_hack", "pkg_resources")):
             total += path.stat().st_size
     return total / 2**20
 
@@ -202,8 +213,8 @@ def main() -> None:
     parser.add_argument("--throughput-depth", type=int, default=100, help="0 skips the throughput pass")
     parser.add_argument("--gap-ms", type=float, default=100, help="pause before each timed call")
     parser.add_argument("--max-queries", type=int, help="use the first N queries only (a quick look)")
-    parser.add_argument("--st-onnx-python", type=Path, default=ST_ONNX_PYTHON)
-    parser.add_argument("--slim-python", type=Path, default=SLIM_PYTHON)
+    for option, default in VENV_PYTHONS.items():
+        parser.add_argument(f"--{option.replace('_', '-')}", type=Path, default=default)
     parser.add_argument("--json", dest="json_out", help="also write the figures to this file")
     args = parser.parse_args()
 
@@ -215,7 +226,8 @@ def main() -> None:
     requested = [s.strip() for s in args.systems.split(",") if s.strip()]
     if requested[0] != "st":
         requested = ["st", *[s for s in requested if s != "st"]]  # the reference is always there
-    pythons, missing = available(requested, args.st_onnx_python, args.slim_python)
+    venvs = {option: getattr(args, option) for option in VENV_PYTHONS}
+    pythons, missing = available(requested, venvs)
     for system, why in missing.items():
         console.print(f"[yellow]skipping {system}:[/] {why}")
     names = list(pythons)
@@ -224,7 +236,8 @@ def main() -> None:
     with Progress(console=console) as progress:
         task = progress.add_task("prepare (exports, layouts)", total=len(names))
         for name in names:
-            preparer = sys.executable if name in SLIM_SYSTEMS else pythons[name]  # exports need torch
+            # exports need torch: only ST's ONNX venv prepares its own files
+            preparer = pythons[name] if name == "st-onnx" else sys.executable
             subprocess.run(
                 [preparer, str(WORKER), "--system", name, "--model", args.model, "--prepare"],
                 check=True,
@@ -279,13 +292,17 @@ def main() -> None:
                 "ndcg@10_top100": ndcg10(big_scores[name], queries, args.throughput_depth, qrels),
                 "peak_rss_mb_top100": rss100[name],
             }
+    sizes = {option: site_packages_mib(str(python)) for option, python in venvs.items() if python.is_file()}
     print_tables(figures, args, len(queries))
+    console.print(
+        "site-packages MiB of each venv: "
+        + ", ".join(f"{option.removesuffix('_python')} {mib:.0f}" for option, mib in sizes.items())
+        + f"; this one (full) {site_packages_mib(sys.executable):.0f}"
+    )
     if args.json_out:
-        settings = vars(args) | {
-            "st_onnx_python": str(args.st_onnx_python),
-            "slim_python": str(args.slim_python),
-        }
-        Path(args.json_out).write_text(json.dumps({"args": settings, "figures": figures}, indent=2) + "\n")
+        settings = vars(args) | {option: str(python) for option, python in venvs.items()}
+        report = {"args": settings, "cpu": cpu_line(), "figures": figures, "site_packages_mib": sizes}
+        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
 
 
 def print_tables(figures: dict[str, dict], args: argparse.Namespace, num_queries: int) -> None:

@@ -6,7 +6,8 @@ which pins transformers < 5: it runs from the venv that ``setup_st_onnx.sh`` bui
 This file imports only the standard library at the top: each system imports what it needs.
 
     python benchmarks/system_worker.py --system int8 --model DIR --prepare   # export / lay out files
-    (the ``slim`` systems run in the torch-free venv, on a folder ``crossrank export`` wrote)
+    (the ``slim``, ``flashrank`` and ``fastembed`` systems run in torch-free venvs of their own, on
+    files prepared in the full venv: a ``crossrank export`` folder, or a whole-model ONNX file)
     python benchmarks/system_worker.py --system int8 --model DIR             # serve requests
 
 Requests: ``{"op": "score", "query": str, "texts": [str]}`` -> ``{"ms": float, "scores": [float]}``
@@ -91,6 +92,30 @@ def _flashrank(model: str) -> Scorer:
     return score
 
 
+def _fastembed(model: str) -> Scorer:
+    from fastembed.common.model_description import ModelSource
+    from fastembed.rerank.cross_encoder import TextCrossEncoder
+
+    folder, name = _work_dir("fastembed", model), "crossrank-bench/fixture"
+    # fastembed's own way to run a model it doesn't list: register it, then point at a local folder.
+    TextCrossEncoder.add_custom_model(name, sources=ModelSource(hf=name), model_file="onnx/model.onnx")
+    encoder = TextCrossEncoder(name, specific_model_path=str(folder))
+    return lambda query, texts: [float(s) for s in encoder.rerank(query, texts)]
+
+
+def _whole_model_file(model: str, folder: Path, onnx_file: str, quantize: str | None) -> None:
+    """A standard export, as the other runtimes' own files are: the whole model (last layer
+    included), next to the tokenizer files they read."""
+    from crossrank.backends.onnx_export import build_onnx
+
+    (folder / onnx_file).parent.mkdir(parents=True, exist_ok=True)
+    config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
+    build_onnx(Path(model), folder / onnx_file, config, quantize=quantize, first_token_only=False)
+    for name in _MODEL_FILES:
+        if (Path(model) / name).is_file():
+            shutil.copy(Path(model) / name, folder / name)
+
+
 def _flashrank_file(model: str, folder: Path) -> None:
     """FlashRank's layout: its int8 ONNX file next to the tokenizer files.
 
@@ -98,14 +123,7 @@ def _flashrank_file(model: str, folder: Path) -> None:
     recipe (fusions, 7-bit weights, FastGelu) with the last layer kept whole: the one part of
     crossrank's graph that standard exports don't have (the first-token last layer) is left out.
     """
-    from crossrank.backends.onnx_export import build_onnx
-
-    folder.mkdir(parents=True, exist_ok=True)
-    config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
-    build_onnx(Path(model), folder / "model.onnx", config, quantize="int8", first_token_only=False)
-    for name in _MODEL_FILES:
-        if (Path(model) / name).is_file():
-            shutil.copy(Path(model) / name, folder / name)
+    _whole_model_file(model, folder, "model.onnx", "int8")
 
 
 def load(system: str, model: str) -> Scorer:
@@ -116,6 +134,8 @@ def load(system: str, model: str) -> Scorer:
         return _sentence_transformers(model, "onnx")
     if system == "flashrank":
         return _flashrank(model)
+    if system == "fastembed":
+        return _fastembed(model)
     if system == "torch":
         return _crossrank(model)
     if system == "onnx":
@@ -133,6 +153,10 @@ def prepare(system: str, model: str) -> None:
         load(system, model)  # exports to crossrank's ONNX cache on first use
     elif system == "flashrank":
         _flashrank_file(model, _work_dir("flashrank", model))
+        return  # run by the driver in the full venv (it exports with torch); FlashRank's has none
+    elif system == "fastembed":  # fp32, as fastembed's own cross-encoder files are
+        _whole_model_file(model, _work_dir("fastembed", model), "onnx/model.onnx", None)
+        return
     elif system in ("slim", "slim-int8"):  # run by the driver in the full venv: the slim one has no torch
         from crossrank.export import export_model
 

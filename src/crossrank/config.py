@@ -201,7 +201,7 @@ class RerankerConfig(BaseSettings):
 
     # ---------------------------------------------------------------- selection: how those work
     dedupe_similarity: Literal["jaccard", "ratio"] = Field(
-        "jaccard", description="dedupe: jaccard (word sets) or ratio (rapidfuzz, characters)."
+        "jaccard", description="dedupe: jaccard (word sets) or ratio (characters; crossrank[ratio])."
     )
     budget_tokenizer: str | None = Field(
         None,
@@ -252,7 +252,10 @@ class RerankerConfig(BaseSettings):
     @model_validator(mode="after")
     def _options_fit_together(self) -> RerankerConfig:
         """Options of one backend or mode given to another are refused here, in one place."""
+        from crossrank.selection import check_similarity
+
         self.engine_options()  # the backend's own model checks its options (crossrank.backends)
+        check_similarity(self.dedupe_similarity)  # ratio needs the `ratio` extra
         for name in ("stride", "window_length"):
             if getattr(self, name) is not None and self.long_documents != "windows":
                 raise ValueError(f"{name} applies to long_documents='windows' only")

@@ -8,7 +8,7 @@ built-in exception a Python user would expect (``ValueError`` / ``TypeError`` /
     CrossrankError
     ├── ModelLoadError                      the model could not be found, downloaded or loaded
     │   └── UnsupportedModelError           it loaded, but is not a one-logit cross-encoder
-    ├── BackendUnavailableError (ImportError)  the backend's optional dependency is missing
+    ├── BackendUnavailableError (ImportError)  an option's optional dependency is missing
     ├── InvalidArgumentError (ValueError)   a bad option, e.g. ``top_n=0``
     │   └── EmptyQueryError                 the query is empty or only whitespace
     │   └── InputFileError                  a file of documents or settings can't be read as such
@@ -67,7 +67,8 @@ class UnsupportedModelError(ModelLoadError):
 
 
 class BackendUnavailableError(CrossrankError, ImportError):
-    """The requested backend needs an optional dependency that is not installed."""
+    """An option needs an optional dependency that is not installed: a backend's, or a feature's
+    (``dedupe_similarity="ratio"`` needs ``crossrank[ratio]``). The message says what to install."""
 
 
 class InvalidArgumentError(CrossrankError, ValueError):

@@ -32,13 +32,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from crossrank.errors import InvalidArgumentError, ModelLoadError
+from crossrank.errors import BackendUnavailableError, InvalidArgumentError, ModelLoadError
 from crossrank.results import RankedDocument, Ranking, rank_order
 
 __all__ = [
     "SIMILARITIES",
     "SelectOptions",
     "check_first_stage",
+    "check_similarity",
     "fuse",
     "load_token_counter",
     "select",
@@ -80,6 +81,31 @@ SIMILARITIES: dict[str, tuple[Callable[[str], Any], Callable[[Any, Any], float]]
     "jaccard": (_words, _jaccard),
     "ratio": (_processed, _ratio),
 }
+
+
+#: The similarities that need a package the core install leaves out, as (module, extra).
+NEEDS: dict[str, tuple[str, str]] = {"ratio": ("rapidfuzz", "ratio")}
+
+
+def check_similarity(name: str) -> None:
+    """Fail fast where the similarity ``name`` needs a package that is not installed.
+
+    Raises:
+        BackendUnavailableError: ``ratio`` without rapidfuzz (``pip install 'crossrank[ratio]'``).
+
+    Example:
+        >>> check_similarity("jaccard")  # pure Python: always there
+    """
+    if name not in NEEDS:
+        return
+    module, extra = NEEDS[name]
+    try:
+        __import__(module)
+    except ImportError:
+        raise BackendUnavailableError(
+            f"dedupe_similarity={name!r} needs {module}, which is not installed: "
+            f"pip install 'crossrank[{extra}]' (or use dedupe_similarity='jaccard', built in)"
+        ) from None
 
 
 def similarity(name: str) -> Callable[[str, str], float]:

@@ -146,3 +146,37 @@ def test_the_three_framework_packages_rank(torch_free) -> None:
         timeout_s=300,
     )
     assert got["langchain"] == got["llamaindex"] == got["haystack"] == got["alone"]
+
+
+def test_the_core_requires_neither_torch_nor_rapidfuzz() -> None:
+    """What `pip install crossrank` pulls: the heavy packages and rapidfuzz come with extras only."""
+    from importlib.metadata import requires
+
+    core = {
+        line.split(";")[0].split("[")[0].split(">")[0].split("=")[0].strip().lower()
+        for line in requires("crossrank") or []
+        if "extra ==" not in line
+    }
+    assert "onnxruntime" in core and "tokenizers" in core
+    assert not core & {"torch", "transformers", "sentence-transformers", "onnx", "rapidfuzz"}
+
+
+def test_ratio_dedupe_names_its_extra_where_rapidfuzz_is_missing(torch_free) -> None:
+    got = torch_free(
+        """
+        import importlib.util
+        from crossrank import BackendUnavailableError, RerankerConfig
+        try:
+            RerankerConfig(dedupe_similarity="ratio")
+            said = None
+        except BackendUnavailableError as err:
+            said = str(err)
+        done({"installed": importlib.util.find_spec("rapidfuzz") is not None, "said": said})
+        """
+    )
+    if os.environ.get("CROSSRANK_TORCH_FREE") == "1":  # the slim venv: the core alone
+        assert not got["installed"]
+    if got["installed"]:
+        assert got["said"] is None
+    else:
+        assert "pip install 'crossrank[ratio]'" in got["said"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 
 import httpx
@@ -367,3 +368,13 @@ def test_server_refuses_bad_selection_options(selecting_api, path: str, body: di
     assert response.status_code == status, response.text
     payload = response.json()
     assert ("message" in payload) or (payload.get("error_type") == "Validation")
+
+
+def test_ratio_without_rapidfuzz_fails_at_construction_naming_the_extra(monkeypatch) -> None:
+    """rapidfuzz is the `ratio` extra, not the core: asking for it without it fails fast, typed."""
+    from crossrank import BackendUnavailableError, RerankerConfig
+
+    monkeypatch.setitem(sys.modules, "rapidfuzz", None)  # import rapidfuzz -> ImportError
+    with pytest.raises(BackendUnavailableError, match=r"crossrank\[ratio\]"):
+        RerankerConfig(dedupe_similarity="ratio")
+    assert RerankerConfig(dedupe_similarity="jaccard").dedupe_similarity == "jaccard"
