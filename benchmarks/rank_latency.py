@@ -178,7 +178,8 @@ def cpu_line() -> str:
 
 
 def site_packages_mib(python: str) -> float:
-    """The size of the site-packages a Python runs with, pip and setuptools (with its pkg_resources) left out (MiB)."""
+    """The size of the site-packages a Python runs with, pip and setuptools (and its pkg_resources)
+    left out (MiB)."""
     where = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True,
