@@ -78,7 +78,7 @@ def main() -> None:
             raw, fused = work / "raw.onnx", work / "fused.onnx"
             export_onnx(folder, raw)
             optimize_onnx(raw, fused, config, approximate_gelu=True, fuse_attention=True)
-            quantize_onnx_int8_static(fused, folder / "onnx" / "static-fused.onnx", folder)
+            quantize_onnx_int8_static(fused, folder / "onnx" / "static-fused.onnx", folder, config)
             variants["int8-static, attention fused"] = Reranker(
                 folder, backend="onnx", onnx_file="onnx/static-fused.onnx", batch_size=16
             )

@@ -54,6 +54,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from crossrank.cpu import cpu_summary
+
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
 WORKER = HERE / "system_worker.py"
@@ -158,23 +160,6 @@ def run_passes(
                 scores[name][qid] = reply["scores"]
             progress.advance(task)
     return times, scores
-
-
-def cpu_line() -> str:
-    """The CPU's name and the flags that decide CPU kernels (printed with every figure)."""
-    from crossrank.backends.onnx_files import cpu_features
-
-    name = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                name = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni", "arm64")
-    flags = [flag for flag in wanted if flag in cpu_features()]
-    return f"{name} ({os.cpu_count()} CPUs; {' '.join(flags) or 'no AVX2'})"
 
 
 def site_packages_mib(python: str) -> float:
@@ -302,14 +287,14 @@ def main() -> None:
     )
     if args.json_out:
         settings = vars(args) | {option: str(python) for option, python in venvs.items()}
-        report = {"args": settings, "cpu": cpu_line(), "figures": figures, "site_packages_mib": sizes}
+        report = {"args": settings, "cpu": cpu_summary(), "figures": figures, "site_packages_mib": sizes}
         Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
 
 
 def print_tables(figures: dict[str, dict], args: argparse.Namespace, num_queries: int) -> None:
     ref = figures["st"]
     latency = Table(
-        title=f"{num_queries} DL19 queries x BM25 top 20 x {args.rounds} rounds, {cpu_line()}, "
+        title=f"{num_queries} DL19 queries x BM25 top 20 x {args.rounds} rounds, {cpu_summary()}, "
         f"model {Path(args.model).name}",
         title_justify="left",
     )

@@ -2,7 +2,7 @@
 # Install crossrank, its three integration packages and the test tools into .venv, the LiteLLM proxy into
 # .venv-litellm (an app crossrank is tested behind, in an environment of its own as it is deployed:
 # litellm[proxy] pins an older huggingface_hub), then lint and run every test; last, the torch-free
-# install in .venv-slim (`pip install crossrank[server]` and the framework packages, no torch) runs
+# install in .venv-slim (`pip install crossrank[server,onnx]` and the framework packages, no torch) runs
 # tests/slim on folders exported here.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not real_model"` for the fast suite only.
 set -euo pipefail
@@ -21,7 +21,7 @@ python -m pytest tests integrations "$@"
 
 python3 -m venv .venv-slim
 .venv-slim/bin/python -m pip install -q --upgrade pip
-.venv-slim/bin/pip install -q -e ".[server]" \
+.venv-slim/bin/pip install -q -e ".[server,onnx]" \
     -e integrations/langchain-crossrank \
     -e integrations/llama-index-postprocessor-crossrank \
     -e integrations/crossrank-haystack \

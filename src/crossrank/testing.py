@@ -207,23 +207,27 @@ def build_torch_free_fixtures(directory: str | os.PathLike[str]) -> Path:
 
     In ``directory``: ``exported/`` (``crossrank export`` of the tiny model: fp32, int8,
     int8-static), ``hub/`` (the layout of a hub repository that ships ONNX: ``onnx/model.onnx`` and
-    an optimum-style int8 file for this CPU, no manifest), ``weights-only/`` (the tiny model's torch
-    files, no ONNX) and ``expected.json``: the full install's scores of :data:`SLIM_DOCUMENTS`
-    (torch fp32, and ONNX fp32/int8/int8-static on ``exported/``), which the torch-free install
-    must reproduce.
+    an optimum-style int8 file for this CPU, no manifest), ``hub-fp32/`` (a hub repository that
+    ships only a plain whole-model ``onnx/model.onnx``, as optimum exports it: int8 is quantised
+    from it), ``weights-only/`` (the tiny model's torch files, no ONNX) and ``expected.json``: the
+    full install's scores of :data:`SLIM_DOCUMENTS` (torch fp32, ONNX fp32/int8/int8-static on
+    ``exported/``, and ``hub-fp32 <recipe>`` on ``hub-fp32/``), which the torch-free install must
+    reproduce.
 
     Example:
         >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as folder:
         ...     root = build_torch_free_fixtures(folder)
         ...     sorted(path.name for path in root.iterdir())
-        ['expected.json', 'exported', 'hub', 'weights-only']
+        ['expected.json', 'exported', 'hub', 'hub-fp32', 'weights-only']
     """
     import json
     import shutil
 
     from crossrank import Reranker
-    from crossrank.backends.onnx_files import EXPORTED_FILES, INT8_FILES, cpu_features
+    from crossrank.backends.onnx_export import export_onnx
+    from crossrank.backends.onnx_files import EXPORTED_FILES, INT8_FILES
+    from crossrank.cpu import cpu_features
     from crossrank.export import export_model
 
     root = Path(directory)
@@ -238,6 +242,11 @@ def build_torch_free_fixtures(directory: str | os.PathLike[str]) -> Path:
     variant = next((name for name, needs in INT8_FILES if needs <= features), None)
     if variant is not None:  # what optimum's file for this CPU would be: a dynamic int8 graph
         shutil.copyfile(exported / EXPORTED_FILES["int8"], hub / variant)
+    plain = root / "hub-fp32"
+    (plain / "onnx").mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(exported / name, plain / name)
+    export_onnx(weights, plain / "onnx" / "model.onnx", first_token_only=False)
     documents = list(SLIM_DOCUMENTS)
     expected = {
         "torch": Reranker(weights, backend="torch", device="cpu").score(SLIM_QUERY, documents),
@@ -247,5 +256,7 @@ def build_torch_free_fixtures(directory: str | os.PathLike[str]) -> Path:
         quantize = None if recipe == "fp32" else recipe
         engine = Reranker(exported, backend="onnx", quantize=quantize, device="cpu")
         expected[recipe] = engine.score(SLIM_QUERY, documents)
+        quantised = Reranker(plain, backend="onnx", quantize=quantize, device="cpu")
+        expected[f"hub-fp32 {recipe}"] = quantised.score(SLIM_QUERY, documents)
     (root / "expected.json").write_text(json.dumps(expected, indent=2) + "\n", encoding="utf-8")
     return root

@@ -180,3 +180,28 @@ def test_ratio_dedupe_names_its_extra_where_rapidfuzz_is_missing(torch_free) -> 
         assert got["said"] is None
     else:
         assert "pip install 'crossrank[ratio]'" in got["said"]
+
+
+@pytest.mark.parametrize("recipe", ["int8", "int8-static"])
+def test_a_shipped_fp32_file_is_quantised_without_torch(torch_free, expected, recipe, tmp_path) -> None:
+    """A hub repository with only onnx/model.onnx: int8 and int8-static are made from it with
+    ONNX Runtime's quantiser (the onnx extra), as the full install makes them, bit for bit, and
+    cached: later starts need no onnx."""
+    script = f"""
+        import os
+        os.environ["CROSSRANK_CACHE"] = {str(tmp_path)!r}
+        from crossrank import BackendUnavailableError, Reranker
+        try:
+            reranker = Reranker(FIXTURES + "/hub-fp32", quantize={recipe!r})
+            done({{"scores": reranker.score(QUERY, DOCS), "mixes": reranker.engine.batch_invariant}})
+        except BackendUnavailableError as err:
+            done({{"said": str(err)}})
+        """
+    core_alone = torch_free(script)  # onnx is an extra: the core says which
+    assert "pip install 'crossrank[onnx]'" in core_alone["said"]
+    got = torch_free(script, allow=("onnx",))
+    assert got["scores"] == expected[f"hub-fp32 {recipe}"]
+    assert got["mixes"] is (recipe == "int8-static")
+    fp32 = expected["hub-fp32 fp32"]
+    assert max(abs(a - b) for a, b in zip(got["scores"], fp32, strict=True)) < 0.5
+    assert torch_free(script)["scores"] == got["scores"]  # cached: the core alone runs it now

@@ -30,6 +30,7 @@ from crossrank.backends.onnx_files import (
     has_weights,
     hub_patterns,
     ready_file,
+    tokenizer_settings,
 )
 from crossrank.config import Quantize
 from crossrank.encoding import EncodedBatch
@@ -95,13 +96,18 @@ def model_folder(
     if exported:
         return fetch(list(exported.values()))
     if exporting and not has_weights(folder):  # an ONNX-only repository: its ready files, then
-        return fetch(hub_patterns(quantize, exporting=False))
+        folder = fetch(hub_patterns(quantize, exporting=False))
+        exporting = False
+    if not exporting and quantize is not None and ready_file(folder, quantize, exporting=False) is None:
+        return fetch(hub_patterns(None, exporting=False))  # its fp32 file, to quantise here
     return folder
 
 
 def _no_onnx_file(name: str, quantize: str | None) -> BackendUnavailableError:
     """No ready ONNX file for ``quantize``, and this install can't export one: the two ways out."""
     what = "fp32 ONNX file (onnx/model.onnx)" if quantize is None else f"ONNX file for quantize={quantize!r}"
+    if quantize is not None:
+        what += " nor an fp32 one to quantise"
     return BackendUnavailableError(
         f"Model {name!r} has no {what}, and crossrank can't export one here (that needs the model's "
         "torch weights, and torch, transformers and onnx: the torch extra). Either "
@@ -203,7 +209,7 @@ class OnnxBackend:
         exporting = exporting and has_weights(model_dir)  # a folder of ONNX files alone runs them
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
         check_reranker_files(model_dir, config, source.name)
-        tokenizer, pad_token_id, max_positions = _tokenizer_settings(model_dir, config, source.name)
+        tokenizer, pad_token_id, max_positions = tokenizer_settings(model_dir, config)
 
         if onnx_file is not None:
             path = model_dir / onnx_file
@@ -212,15 +218,28 @@ class OnnxBackend:
                     f"Model {source.name!r} has no ONNX file {onnx_file!r}", model=source.name
                 )
         ready = None if onnx_file is not None else ready_file(model_dir, quantize, exporting=exporting)
+        # Without weights to export from, a shipped fp32 file is quantised here (ONNX Runtime's
+        # quantiser: no torch): the same recipe as an export's, from its optimisation on.
+        shipped = None
+        if ready is None and onnx_file is None and not exporting and quantize is not None:
+            shipped = ready_file(model_dir, None, exporting=False)
         if ready is not None:
             path = ready.path
             logger.info("Scoring %r with ONNX Runtime on %s.", source.name, ready.why)
         elif onnx_file is None:
-            if not exporting:
+            if not exporting and shipped is None:
                 raise _no_onnx_file(source.name, quantize)
             # A local folder is named by its absolute path, so "../m" and "/abs/m" share one export.
             cache_name = str(model_dir.resolve()) if Path(source.location).is_dir() else source.name
-            path = cached_onnx(model_dir, cache_name, config, quantize)
+            start = shipped.path if shipped is not None else None
+            path = cached_onnx(model_dir, cache_name, config, quantize, source=start)
+            if shipped is not None:
+                logger.info(
+                    "Scoring %r with ONNX Runtime on %s, quantised here to %s.",
+                    source.name,
+                    shipped.why,
+                    quantize,
+                )
 
         from crossrank.cpus import usable_cpus
 
@@ -247,7 +266,7 @@ class OnnxBackend:
             model=source.name,
             rebuild=None
             if onnx_file is not None or ready is not None
-            else lambda: cached_onnx(model_dir, cache_name, config, quantize, rebuild=True),
+            else lambda: cached_onnx(model_dir, cache_name, config, quantize, source=start, rebuild=True),
         )
         running = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
         return cls(
@@ -303,26 +322,6 @@ def quantizes_per_batch(path: Path) -> bool:
         for attribute in node.attribute:
             nodes += [*attribute.g.node] + [n for g in attribute.graphs for n in g.node]
     return any(node.op_type in _PER_BATCH_OPS for node in nodes)
-
-
-def _tokenizer_settings(model_dir: Path, config: dict[str, Any], name: str) -> tuple[Tokenizer, int, int]:
-    """The fast tokenizer, the pad token id and the longest input the model accepts."""
-    tokenizer_file = model_dir / "tokenizer.json"  # there: check_reranker_files
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    settings_file = model_dir / "tokenizer_config.json"
-    settings = json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.is_file() else {}
-    pad = settings.get("pad_token")
-    pad = pad.get("content") if isinstance(pad, dict) else pad
-    pad_id = tokenizer.token_to_id(pad) if pad else None
-    if pad_id is None:
-        pad_id = int(config.get("pad_token_id") or 0)
-    positions = int(config.get("max_position_embeddings", 512))
-    if config.get("model_type") in {"roberta", "xlm-roberta", "camembert"}:
-        positions -= 2  # RoBERTa-style position ids start after the padding index
-    declared = settings.get("model_max_length")
-    if isinstance(declared, int) and 0 < declared < positions:
-        positions = declared
-    return tokenizer, int(pad_id), positions
 
 
 def _open_session(

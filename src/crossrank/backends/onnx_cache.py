@@ -43,11 +43,12 @@ def onnx_cache_dir() -> Path:
     return Path(root) / "onnx"
 
 
-def _fingerprint(model_dir: Path) -> str:
+def _fingerprint(model_dir: Path, source: Path | None = None) -> str:
     """The cache key: the export recipe, the config's bytes, and where and how big the weights are.
 
     Weights are identified by their resolved path, size and modification time, not by hashing
-    them (hashing cost ~0.1 s per start for a 90 MB model, a tenth of a cached cold start). In
+    them (hashing cost ~0.1 s per start for a 90 MB model, a tenth of a cached cold start); a shipped
+    fp32 ONNX file quantised here (``source``) counts as the weights. In
     the Hugging Face cache the resolved path is a blob named by the file's content hash, so a new
     revision gets a new key; in a plain folder, re-saving the weights changes their mtime. A copy
     of the same weights elsewhere is exported once more, which costs time, never correctness.
@@ -56,8 +57,9 @@ def _fingerprint(model_dir: Path) -> str:
     config = model_dir / "config.json"
     if config.is_file():
         digest.update(config.read_bytes())
-    for name in WEIGHT_FILES:
-        path = model_dir / name
+    for name, path in [(name, model_dir / name) for name in WEIGHT_FILES] + (
+        [("onnx-source", source)] if source is not None else []
+    ):
         if path.is_file():
             real = path.resolve()
             stat = real.stat()
@@ -88,9 +90,18 @@ assert set(RECIPES) == {None, *typing.get_args(Quantize)}, "a quantize value wit
 
 
 def cached_onnx(
-    model_dir: Path, name: str, config: dict[str, Any], quantize: str | None, *, rebuild: bool = False
+    model_dir: Path,
+    name: str,
+    config: dict[str, Any],
+    quantize: str | None,
+    *,
+    source: Path | None = None,
+    rebuild: bool = False,
 ) -> Path:
     """The optimised (and maybe quantised) ONNX file for ``model_dir``, exported on first use.
+
+    From the model's torch weights, or with ``source`` from a ready fp32 ONNX file (a hub
+    repository's ``onnx/model.onnx``), which is optimised and quantised without torch.
 
     Each file has a manifest next to it (``<file>.json``: its size and CRC-32), written at export
     and checked at every start; a file that fails the check is deleted and exported again, as is
@@ -104,7 +115,7 @@ def cached_onnx(
     (:func:`_temporary_export`).
     """
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip("./")).strip("-")[-60:] or "model"
-    folder = onnx_cache_dir() / f"{safe}-{_fingerprint(model_dir)}"
+    folder = onnx_cache_dir() / f"{safe}-{_fingerprint(model_dir, source)}"
     wanted = folder / RECIPES[quantize].file
     _sweep_builds(onnx_cache_dir().glob(f"*/{_BUILD_PREFIX}*"))
     if rebuild:
@@ -120,6 +131,11 @@ def cached_onnx(
     try:
         import onnx  # noqa: F401  (the optimizer and quantizer need it)
     except ImportError as err:
+        if source is not None:
+            raise BackendUnavailableError(
+                f"{name!r} ships an fp32 ONNX file but no {quantize} one; quantising it here needs the "
+                "onnx package (no torch): pip install 'crossrank[onnx]'. Or run it in fp32 (no quantize)."
+            ) from err
         raise BackendUnavailableError(
             "exporting to ONNX needs the onnx package: pip install 'crossrank[torch]'"
         ) from err
@@ -129,11 +145,12 @@ def cached_onnx(
         folder.mkdir(parents=True, exist_ok=True)
         build = Path(tempfile.mkdtemp(prefix=f"{_BUILD_PREFIX}{os.getpid()}-", dir=folder))
     except OSError as err:
-        return _temporary_export(model_dir, name, config, quantize, wanted.name, folder, err)
-    logger.warning("Exporting %r to ONNX (once; cached in %s).", name, folder)
+        return _temporary_export(model_dir, name, config, quantize, wanted.name, folder, err, source)
+    what = f"Quantising {source.name} of {name!r} to {quantize}" if source else f"Exporting {name!r} to ONNX"
+    logger.warning("%s (once; cached in %s).", what, folder)
     try:
         built = build / wanted.name
-        build_onnx(model_dir, built, config, quantize=quantize)
+        build_onnx(model_dir, built, config, quantize=quantize, source=source)
         _write_manifest(built)
         os.replace(_manifest(built), _manifest(wanted))  # the manifest first: whoever sees the
         os.replace(built, wanted)  # file sees its manifest
@@ -162,6 +179,7 @@ def _temporary_export(
     filename: str,
     folder: Path,
     why: OSError,
+    source: Path | None,
 ) -> Path:
     """Export to a new temporary folder (removed at exit), for when the cache can't be written."""
     from crossrank.backends.onnx_export import build_onnx
@@ -188,7 +206,7 @@ def _temporary_export(
         ) from err
     atexit.register(shutil.rmtree, build, ignore_errors=True)
     try:
-        build_onnx(model_dir, build / filename, config, quantize=quantize)
+        build_onnx(model_dir, build / filename, config, quantize=quantize, source=source)
     except BaseException as err:
         shutil.rmtree(build, ignore_errors=True)
         if isinstance(err, OSError):

@@ -1,7 +1,8 @@
 """Turn a Hugging Face cross-encoder into ONNX files for :mod:`crossrank.backends.onnx_backend`.
 
 Runs once per model (the results are cached on disk), and is the only part of the ONNX path that
-imports torch and transformers:
+imports torch and transformers (step 1 alone; steps 2-3 need onnxruntime and onnx, and also turn
+a ready fp32 file, such as a hub repository's ``onnx/model.onnx``, into int8 without torch):
 
 1. export with torch's TorchScript-based exporter, eager attention (its graph is the pattern
    ONNX Runtime's transformer optimizer knows how to fuse), dynamic batch and sequence axes, and
@@ -57,33 +58,37 @@ def build_onnx(
     *,
     quantize: str | None = None,
     first_token_only: bool = True,
+    source: Path | None = None,
 ) -> None:
     """The whole recipe, from the model in ``model_dir`` to the ONNX file ``target``.
 
-    Export, then fuse; with ``quantize="int8"`` or ``"int8-static"`` fuse with the approximate GELU
-    and quantise (the fp32 file keeps the exact GELU). The intermediate files sit next to
-    ``target`` under names private to this process and thread, and are removed whatever happens.
+    Export (or, with ``source``, start from that ready fp32 file, left as is), then fuse; with
+    ``quantize="int8"`` or ``"int8-static"`` fuse with the approximate GELU and quantise (the fp32
+    file keeps the exact GELU). The intermediate files sit next to ``target`` under names private
+    to this process and thread, and are removed whatever happens.
     """
     if quantize is not None and quantize not in typing.get_args(Quantize):
         raise ValueError(f"no ONNX recipe for quantize={quantize!r}")
-    raw = target.with_name(f"{target.stem}_raw_{os.getpid()}_{threading.get_ident()}.onnx")
+    made = target.with_name(f"{target.stem}_raw_{os.getpid()}_{threading.get_ident()}.onnx")
+    raw = source if source is not None else made
     try:
-        export_onnx(model_dir, raw, first_token_only=first_token_only)
+        if source is None:
+            export_onnx(model_dir, raw, first_token_only=first_token_only)
         if quantize is not None:
-            fast = raw.with_name(raw.stem + "_fastgelu.onnx")
+            fast = made.with_name(made.stem + "_fastgelu.onnx")
             try:
                 # Static int8 reaches attention's projections only when it is left unfused.
                 optimize_onnx(raw, fast, config, approximate_gelu=True, fuse_attention=quantize == "int8")
                 if quantize == "int8":
                     quantize_onnx_int8(fast, target)
                 else:
-                    quantize_onnx_int8_static(fast, target, model_dir)
+                    quantize_onnx_int8_static(fast, target, model_dir, config)
             finally:
                 fast.unlink(missing_ok=True)
         else:
             optimize_onnx(raw, target, config)
     finally:
-        raw.unlink(missing_ok=True)
+        made.unlink(missing_ok=True)
 
 
 def export_onnx(model_dir: Path, target: Path, *, first_token_only: bool = True) -> None:
@@ -147,6 +152,7 @@ def optimize_onnx(
     ``fuse_attention=False`` leaves attention as plain MatMul/Softmax ops, which static
     quantisation can reach (see :func:`quantize_onnx_int8_static`).
     """
+    import onnxruntime as ort
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -154,13 +160,29 @@ def optimize_onnx(
     options.enable_skip_layer_norm = False
     options.enable_gelu_approximation = approximate_gelu
     options.enable_attention = fuse_attention
-    optimized = optimize_model(
-        str(source),
-        model_type="bert",  # the BERT fusions also fit RoBERTa, ELECTRA, DistilBERT-style encoders
-        num_heads=int(config.get("num_attention_heads", 0)),
-        hidden_size=int(config.get("hidden_size", 0)),
-        optimization_options=options,
-    )
+    # ORT's basic graph pass first, as optimize_model's default opt_level=1 runs it, but here:
+    # optimize_model imports torch for it (to tell ROCm from CUDA), and this runs without torch.
+    basic = target.with_name(f"{target.stem}_basic_{os.getpid()}_{threading.get_ident()}.onnx")
+    try:
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        session_options.optimized_model_filepath = str(basic)
+        ort.InferenceSession(
+            str(source),
+            session_options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=["ConstantSharing"],  # optimize_model's choice
+        )
+        optimized = optimize_model(
+            str(basic),
+            model_type="bert",  # the BERT fusions also fit RoBERTa, ELECTRA, DistilBERT-style encoders
+            num_heads=int(config.get("num_attention_heads", 0)),
+            hidden_size=int(config.get("hidden_size", 0)),
+            optimization_options=options,
+            opt_level=0,  # the fusions alone: the basic pass ran above
+        )
+    finally:
+        basic.unlink(missing_ok=True)
     logger.info("ONNX fusions: %s", optimized.get_fused_operator_statistics())
     partial = _atomic_target(target)
     optimized.save_model_to_file(str(partial))
@@ -208,7 +230,7 @@ def calibration_pairs() -> list[tuple[str, str]]:
     ]
 
 
-def quantize_onnx_int8_static(source: Path, target: Path, model_dir: Path) -> None:
+def quantize_onnx_int8_static(source: Path, target: Path, model_dir: Path, config: dict[str, Any]) -> None:
     """Static int8: activation scales fixed from :func:`calibration_pairs` (MinMax ranges).
 
     The MatMuls get int8 weights (per channel, 7-bit, as :func:`quantize_onnx_int8`) and uint8
@@ -233,9 +255,14 @@ def quantize_onnx_int8_static(source: Path, target: Path, model_dir: Path) -> No
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    from crossrank.backends.onnx_files import tokenizer_settings
+
+    # The run time's tokenizer (tokenizer.json; no transformers), cutting the passage only and
+    # padding each chunk of 16 pairs to its longest.
+    tokenizer, pad_token_id, positions = tokenizer_settings(model_dir, config)
+    tokenizer.enable_truncation(max_length=min(512, positions), strategy="only_second")
+    tokenizer.enable_padding(pad_id=pad_token_id)
     pairs = calibration_pairs()
     shaped = target.with_name(f"{target.stem}_shapes_{os.getpid()}_{threading.get_ident()}.onnx")
     try:
@@ -251,16 +278,13 @@ def quantize_onnx_int8_static(source: Path, target: Path, model_dir: Path) -> No
                 start = next(self.starts, None)
                 if start is None:
                     return None
-                chunk = pairs[start : start + 16]
-                encoded = tokenizer(
-                    [query for query, _ in chunk],
-                    [passage for _, passage in chunk],
-                    truncation="only_second",
-                    max_length=min(512, int(getattr(tokenizer, "model_max_length", 512) or 512)),
-                    padding=True,
-                    return_tensors="np",
-                )
-                return {name: np.asarray(encoded[name], dtype=np.int64) for name in names}
+                encoded = tokenizer.encode_batch(pairs[start : start + 16])
+                inputs = {
+                    "input_ids": [e.ids for e in encoded],
+                    "attention_mask": [e.attention_mask for e in encoded],
+                    "token_type_ids": [e.type_ids for e in encoded],
+                }
+                return {name: np.asarray(inputs[name], dtype=np.int64) for name in names}
 
         partial = _atomic_target(target)
         with _without_root_warning(_PREPROCESS_ADVICE), _removed_on_error(partial):

@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from crossrank.cpu import cpu_features
 
 __all__ = [
     "EXPORTED_FILES",
@@ -33,7 +37,6 @@ __all__ = [
     "ReadyFile",
     "can_export",
     "check_reranker_files",
-    "cpu_features",
     "exported_files",
     "has_ready_files",
     "has_weights",
@@ -41,6 +44,7 @@ __all__ = [
     "num_labels",
     "pick_int8_file",
     "ready_file",
+    "tokenizer_settings",
 ]
 
 #: The manifest ``crossrank export`` writes at the top of its folder.
@@ -145,28 +149,6 @@ def can_export() -> bool:
         return False
 
 
-def cpu_features() -> frozenset[str]:
-    """The CPU flags that choose an int8 file: ``avx2``, ``avx512f``, ``avx512_vnni``... and ``arm64``.
-
-    Read from ``/proc/cpuinfo`` on Linux; on other systems only the architecture is known.
-
-    Example:
-        >>> "avx2" in cpu_features() or platform.machine() not in ("x86_64", "AMD64")
-        True
-    """
-    machine = platform.machine().lower()
-    flags: set[str] = {"arm64"} if machine in ("arm64", "aarch64") else set()
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return frozenset(flags)
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.partition(":")[2].split())
-            break
-    return frozenset(flags)
-
-
 def pick_int8_file(available: Iterable[str], features: Iterable[str]) -> str | None:
     """The best of optimum's int8 files among ``available`` that this CPU (``features``) runs, or None.
 
@@ -249,3 +231,24 @@ def hub_patterns(quantize: str | None, *, exporting: bool) -> list[str]:
         features = cpu_features()
         wanted += [name for name, needs in INT8_FILES if needs <= features]
     return wanted
+
+
+def tokenizer_settings(model_dir: Path, config: dict[str, Any]) -> tuple[Tokenizer, int, int]:
+    """The model's fast tokenizer (``tokenizer.json``), its pad token id and the longest input the
+    model accepts: what the ONNX backend runs with, and static int8 calibrates with."""
+    tokenizer_file = model_dir / "tokenizer.json"  # there: check_reranker_files
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    settings_file = model_dir / "tokenizer_config.json"
+    settings = json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.is_file() else {}
+    pad = settings.get("pad_token")
+    pad = pad.get("content") if isinstance(pad, dict) else pad
+    pad_id = tokenizer.token_to_id(pad) if pad else None
+    if pad_id is None:
+        pad_id = int(config.get("pad_token_id") or 0)
+    positions = int(config.get("max_position_embeddings", 512))
+    if config.get("model_type") in {"roberta", "xlm-roberta", "camembert"}:
+        positions -= 2  # RoBERTa-style position ids start after the padding index
+    declared = settings.get("model_max_length")
+    if isinstance(declared, int) and 0 < declared < positions:
+        positions = declared
+    return tokenizer, int(pad_id), positions
