@@ -82,24 +82,30 @@ def test_a_model_without_onnx_files_names_both_ways_out(torch_free) -> None:
     assert "backend='torch' needs the package torch" in got["torch"]
 
 
-def test_the_server_answers_cohere_and_tei(torch_free, expected) -> None:
+#: The two folder kinds every face must run on: `crossrank export`'s, and a hub repository's layout.
+FOLDERS = ["exported", "hub"]
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_the_server_answers_cohere_and_tei(torch_free, expected, folder: str) -> None:
     got = torch_free(
-        """
+        f"""
         from fastapi.testclient import TestClient
         from crossrank import Reranker
         from crossrank.server import create_app
-        with TestClient(create_app(Reranker(FIXTURES + "/exported"))) as client:
-            tei = client.post("/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True})
-            cohere = client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS, "top_n": 2})
+        with TestClient(create_app(Reranker(FIXTURES + "/{folder}"))) as client:
+            tei = client.post("/rerank", json={{"query": QUERY, "texts": DOCS, "raw_scores": True}})
+            cohere = client.post("/v2/rerank", json={{"query": QUERY, "documents": DOCS, "top_n": 2}})
             info = client.get("/info").json()
-        done({"tei": tei.json(), "cohere": cohere.json()["results"], "backend": info["backend"]})
+        done({{"tei": tei.json(), "cohere": cohere.json()["results"], "backend": info["backend"]}})
         """
     )
     assert {rank["index"]: rank["score"] for rank in got["tei"]} == dict(enumerate(expected["fp32"]))
     assert len(got["cohere"]) == 2 and got["backend"].startswith("crossrank onnx")
 
 
-def test_the_command_line_ranks(torch_free, fixtures, tmp_path) -> None:
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_the_command_line_ranks(torch_free, tmp_path, folder: str) -> None:
     documents = tmp_path / "docs.txt"
     documents.write_text("\n".join(text for text in SLIM_DOCUMENTS if text) + "\n", encoding="utf-8")
     got = torch_free(
@@ -109,19 +115,20 @@ def test_the_command_line_ranks(torch_free, fixtures, tmp_path) -> None:
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             try:
-                app(["rank", {str(documents)!r}, "-q", QUERY, "-m", f"{{FIXTURES}}/exported", "--json"])
+                app(["rank", {str(documents)!r}, "-q", QUERY, "-m", f"{{FIXTURES}}/{folder}", "--json"])
             except SystemExit as exit:
                 code = exit.code
         done({{"code": code, "out": json.loads(out.getvalue())}})
         """
     )
     assert got["code"] in (0, None)
-    assert got["out"]["model"].endswith("exported") and len(got["out"]["results"]) == 3
+    assert got["out"]["model"].endswith(folder) and len(got["out"]["results"]) == 3
 
 
-def test_the_three_framework_packages_rank(torch_free) -> None:
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_the_three_framework_packages_rank(torch_free, folder: str) -> None:
     got = torch_free(
-        """
+        f"""
         from langchain_core.documents import Document
         from langchain_crossrank import CrossrankRerank
         from llama_index.core.schema import NodeWithScore, TextNode
@@ -129,7 +136,7 @@ def test_the_three_framework_packages_rank(torch_free) -> None:
         from haystack import Document as HaystackDocument
         from haystack_integrations.components.rankers.crossrank import CrossrankRanker
         from crossrank import Reranker
-        docs, model = DOCS[:4], FIXTURES + "/exported"
+        docs, model = DOCS[:4], FIXTURES + "/{folder}"
         alone = [docs[hit.index] for hit in Reranker(model).rank(QUERY, docs, top_n=2)]
         lc = CrossrankRerank(model=model, top_n=2).compress_documents(
             [Document(page_content=t) for t in docs], QUERY
@@ -140,8 +147,8 @@ def test_the_three_framework_packages_rank(torch_free) -> None:
         ranker.warm_up()
         hs = ranker.run(query=QUERY, documents=[HaystackDocument(content=t) for t in docs])
         hs = hs["documents"]
-        done({"alone": alone, "langchain": [d.page_content for d in lc],
-              "llamaindex": [n.node.get_content() for n in li], "haystack": [d.content for d in hs]})
+        done({{"alone": alone, "langchain": [d.page_content for d in lc],
+              "llamaindex": [n.node.get_content() for n in li], "haystack": [d.content for d in hs]}})
         """,
         timeout_s=300,
     )
