@@ -55,7 +55,7 @@ ENV_PREFIX = "CROSSRANK_"
 #: The options by what they are about; the CLI shows them in these groups, and a subcommand
 #: that doesn't rank (``crossrank eval``) leaves out the ``ranking`` group.
 OPTION_GROUPS: dict[str, tuple[str, ...]] = {
-    "model": ("model", "revision", "local_files_only", "cache_folder", "trust_remote_code"),
+    "model": ("model", "family", "revision", "local_files_only", "cache_folder", "trust_remote_code"),
     "engine": (
         "backend",
         "backend_options",
@@ -67,6 +67,7 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
         "batch_size",
         "max_length",
         "long_documents",
+        "instruction",
         "stride",
         "max_windows",
         "window_length",
@@ -76,7 +77,7 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
 }
 #: The fields that belong to one backend or another: each backend declares which it takes
 #: (:func:`crossrank.backends.check_backend_options`), and is handed only those.
-BACKEND_FIELDS: tuple[str, ...] = ("precision", "quantize", "onnx_file", "trust_remote_code")
+BACKEND_FIELDS: tuple[str, ...] = ("family", "precision", "quantize", "onnx_file", "trust_remote_code")
 #: The options a ``rank`` call may override, and that the framework adapters hold as their own fields;
 #: the ``selection`` group says how they work and is set once, on the Reranker.
 PER_CALL_OPTIONS: tuple[str, ...] = OPTION_GROUPS["ranking"]
@@ -121,7 +122,12 @@ class RerankerConfig(BaseSettings):
     )
 
     # ---------------------------------------------------------------- model: what to load
-    model: str = Field(DEFAULT_MODEL, description="Cross-encoder: Hugging Face hub id or local directory.")
+    model: str = Field(DEFAULT_MODEL, description="Reranker: Hugging Face hub id or local directory.")
+    family: str | None = Field(
+        None,
+        description="cross-encoder, qwen3-reranker or mxbai-rerank-v2; default: from the model "
+        "(LLM rerankers by their name).",
+    )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to load.")
     local_files_only: bool = Field(
         False, description="Never contact the hub: a local directory or the Hugging Face cache only."
@@ -166,6 +172,11 @@ class RerankerConfig(BaseSettings):
     long_documents: Literal["truncate", "windows"] = Field(
         "truncate", description="Long documents: cut at the end, or score overlapping windows (MaxP)."
     )
+    instruction: str | None = Field(
+        None,
+        description="LLM rerankers: the task instruction in their prompt; default: the model's own "
+        "(qwen3-reranker: web search; mxbai-rerank-v2: none).",
+    )
     stride: PositiveInt | None = Field(
         None, description="windows: tokens shared by consecutive windows; default: a quarter window."
     )
@@ -201,7 +212,7 @@ class RerankerConfig(BaseSettings):
 
     # ---------------------------------------------------------------- selection: how those work
     dedupe_similarity: Literal["jaccard", "ratio"] = Field(
-        "jaccard", description="dedupe: jaccard (word sets) or ratio (characters; crossrank[ratio])."
+        "jaccard", description="dedupe: jaccard (word sets) or ratio (characters; the ratio extra)."
     )
     budget_tokenizer: str | None = Field(
         None,
@@ -216,6 +227,15 @@ class RerankerConfig(BaseSettings):
     @classmethod
     def _path_as_str(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str | None) -> str | None:
+        from crossrank.families import family_names
+
+        if value is not None and value not in family_names():
+            raise ValueError(f"unknown family {value!r}; choose one of {', '.join(family_names())}")
+        return value
 
     @field_validator("backend")
     @classmethod
@@ -528,7 +548,7 @@ def options_table() -> str:
     """Every option as a Markdown table (option, environment variable, default, meaning): the README's.
 
     Example:
-        >>> print(options_table().splitlines()[3])
+        >>> print(options_table().splitlines()[4])
         | `revision` | `CROSSRANK_REVISION` | - | Hub revision (branch, tag or commit) to load. |
     """
     rows = ["| option | env | default | what |", "|---|---|---|---|"]

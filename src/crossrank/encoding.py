@@ -31,6 +31,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from crossrank.errors import DocumentTooLongError, InvalidArgumentError
+from crossrank.families import PromptFormat
 
 __all__ = [
     "BATCH_OVERHEAD_TOKENS",
@@ -157,10 +158,21 @@ class PairEncoder:
         max_length: Most tokens in one (query, document) pair, special tokens included.
         pad_token_id: Id used for padding.
         with_token_type_ids: Whether the model takes ``token_type_ids``.
+        prompt: An LLM reranker's prompt (:class:`crossrank.families.PromptFormat`): the query and
+            each document are put in their parts of it before tokenising (``tokenizer`` then
+            carries its fixed pieces as the pair template). None: a cross-encoder's plain pair.
+        instruction: The instruction in ``prompt``'s query part (None: the prompt's default).
     """
 
     def __init__(
-        self, tokenizer: Tokenizer, *, max_length: int, pad_token_id: int, with_token_type_ids: bool
+        self,
+        tokenizer: Tokenizer,
+        *,
+        max_length: int,
+        pad_token_id: int,
+        with_token_type_ids: bool,
+        prompt: PromptFormat | None = None,
+        instruction: str | None = None,
     ) -> None:
         self._tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self._tokenizer.no_truncation()
@@ -168,6 +180,8 @@ class PairEncoder:
         self.max_length = max_length
         self.pad_token_id = pad_token_id
         self.with_token_type_ids = with_token_type_ids
+        self.prompt = prompt
+        self.instruction = instruction
         self._num_special = self._tokenizer.num_special_tokens_to_add(is_pair=True)
         if max_length <= self._num_special + 1:
             raise InvalidArgumentError(
@@ -204,6 +218,9 @@ class PairEncoder:
             identical in both modes (so short documents score the same either way); ``extra`` the
             further windows.
         """
+        if self.prompt is not None:
+            query = self.prompt.query_text(query, self.instruction)
+            documents = [self.prompt.document_text(document) for document in documents]
         budget = self.max_length - self._num_special
         query_enc = self._encode_texts([query], "the query")[0]
         if len(query_enc) > budget // 2:
@@ -265,6 +282,8 @@ class PairEncoder:
             >>> encoder.document_room("how long does a flea live")  # doctest: +SKIP
             503
         """
+        if self.prompt is not None:
+            query = self.prompt.query_text(query, self.instruction)
         budget = self.max_length - self._num_special
         return budget - min(self.count_tokens(query), budget // 2)
 

@@ -106,10 +106,17 @@ def assemble(engine: Backend, config: RerankerConfig) -> Assembled:
     """Resolve ``config`` against ``engine`` and build the encoder and the scorer.
 
     Raises:
-        InvalidArgumentError: ``max_length`` or ``window_length`` exceeds what the model accepts.
+        InvalidArgumentError: ``max_length`` or ``window_length`` exceeds what the model accepts,
+            or an ``instruction`` for a model that reads none.
         ModelLoadError: ``budget_tokenizer`` can't be loaded (now, not mid-request).
     """
     limit = engine.max_positions
+    prompt = getattr(engine, "prompt", None)  # an LLM reranker's (crossrank.families); optional
+    if config.instruction is not None and prompt is None:
+        raise InvalidArgumentError(
+            f"instruction applies to LLM rerankers (Qwen3-Reranker...); model {config.model!r} is a "
+            "cross-encoder, which reads no instruction"
+        )
     if config.max_length is not None and config.max_length > limit:
         raise InvalidArgumentError(
             f"max_length={config.max_length} exceeds what model {config.model!r} accepts ({limit} tokens)."
@@ -131,6 +138,8 @@ def assemble(engine: Backend, config: RerankerConfig) -> Assembled:
         max_length=resolved.max_length,
         pad_token_id=engine.pad_token_id,
         with_token_type_ids=engine.uses_token_type_ids,
+        prompt=prompt,
+        instruction=config.instruction,
     )
     scorer = Scorer(
         engine,

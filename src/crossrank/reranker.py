@@ -23,6 +23,7 @@ from crossrank.backends import Backend
 from crossrank.config import DEFAULT_MODEL, Quantize, RerankerConfig
 from crossrank.encoding import PairEncoder
 from crossrank.errors import DocumentTypeError, InvalidArgumentError
+from crossrank.families import CROSS_ENCODER
 from crossrank.loading import assemble, load_engine, ready_engine_config
 from crossrank.rank_options import USE_DEFAULT, RankArguments, RankOptions, UseDefault
 from crossrank.results import Ranking, ScoringStats
@@ -68,17 +69,21 @@ def _option(name: str) -> property:
 
 
 class Reranker:
-    """Scores (query, document) pairs with a cross-encoder and ranks the documents.
+    """Scores (query, document) pairs with a cross-encoder (or an LLM reranker) and ranks the documents.
 
     The query and each document go through the model together (``[CLS] query [SEP] document
-    [SEP]``): a better judge of relevance than stage 1's embeddings, used on its top ~20 only.
+    [SEP]``, or an LLM reranker's prompt): a better judge of relevance than stage 1's embeddings,
+    used on its top ~20 only.
     Every option is declared once, in :class:`~crossrank.RerankerConfig` (types, defaults, help);
     the constructor validates its arguments with it and reads **no** environment variables
     (:meth:`from_config` does).
 
     Args:
         model: Hugging Face hub id or local directory of a cross-encoder with one output logit
-            (default ``"cross-encoder/ms-marco-MiniLM-L6-v2"``).
+            (default ``"cross-encoder/ms-marco-MiniLM-L6-v2"``), or of an LLM reranker
+            (``Qwen/Qwen3-Reranker-0.6B``, ``mixedbread-ai/mxbai-rerank-base-v2``).
+        family: ``"cross-encoder"``, ``"qwen3-reranker"`` or ``"mxbai-rerank-v2"``
+            (:mod:`crossrank.families`); default: told from the model (LLM rerankers by name).
         revision, local_files_only, cache_folder, trust_remote_code: Where and how to load it
             (``local_files_only=True`` or ``HF_HUB_OFFLINE=1`` never touch the network).
         backend, backend_options: ``"auto"`` (torch where ``crossrank[torch]`` is installed, else
@@ -90,6 +95,7 @@ class Reranker:
             the batches that pad least) and most tokens per pair (documents are cut, not queries).
         long_documents, stride, max_windows, window_length: ``"truncate"`` scores a long
             document's beginning; ``"windows"`` scores overlapping windows and keeps the best (MaxP).
+        instruction: An LLM reranker's task instruction (default: the model's own).
         top_n, normalize, min_score, dedupe, max_tokens, fusion: Defaults of :meth:`rank`.
         dedupe_similarity, budget_tokenizer, fusion_k, fusion_weight: How those work
             (:mod:`crossrank.selection`).
@@ -119,6 +125,7 @@ class Reranker:
         self,
         model: str | os.PathLike[str] = DEFAULT_MODEL,
         *,
+        family: str | None = None,
         revision: str | None = None,
         local_files_only: bool = False,
         cache_folder: str | None = None,
@@ -133,6 +140,7 @@ class Reranker:
         batch_size: int | None = None,
         max_length: int | None = None,
         long_documents: Literal["truncate", "windows"] = "truncate",
+        instruction: str | None = None,
         stride: int | None = None,
         max_windows: int = 32,
         window_length: int | None = None,
@@ -226,6 +234,7 @@ class Reranker:
     batch_size = _option("batch_size")
     max_length = _option("max_length")
     long_documents = _option("long_documents")
+    instruction = _option("instruction")
     stride = _option("stride")
     max_windows = _option("max_windows")
     precision = _option("precision")
@@ -233,6 +242,13 @@ class Reranker:
     onnx_file = _option("onnx_file")
     threads = _option("threads")
     local_files_only = _option("local_files_only")
+
+    @property
+    def family(self) -> str:
+        """What kind of reranker the model is (:mod:`crossrank.families`): ``"cross-encoder"``,
+        ``"qwen3-reranker"``, ``"mxbai-rerank-v2"``."""
+        family = getattr(self._backend, "family", None)  # an engine may not say: a cross-encoder's
+        return family.name if family is not None else CROSS_ENCODER
 
     @property
     def backend(self) -> str:

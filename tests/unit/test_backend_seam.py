@@ -87,8 +87,10 @@ def test_the_config_reads_backend_options_from_the_environment(monkeypatch: pyte
 
 def test_builtin_backends_declare_their_own_rules() -> None:
     assert {"torch", "onnx", "hinted"} <= set(backend_names())
-    assert set(backend_option_names("torch")) == {"precision", "trust_remote_code"}
-    assert set(backend_option_names("onnx")) == {"quantize", "onnx_file", "precision"}
+    assert set(backend_option_names("torch")) == {"precision", "trust_remote_code", "family"}
+    assert set(backend_option_names("onnx")) == {"quantize", "onnx_file", "precision", "family"}
+    with pytest.raises(ValueError, match="family"):  # a backend that doesn't declare it can't take it
+        check_backend_options("hinted", {"family": "qwen3-reranker"})
     assert check_backend_options("onnx", {"quantize": "int8-static"})["quantize"] == "int8-static"
     with pytest.raises(ValueError, match="trust_remote_code applies to backend='torch' only"):
         check_backend_options("onnx", {"trust_remote_code": True})

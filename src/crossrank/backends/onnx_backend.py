@@ -39,6 +39,7 @@ from crossrank.errors import (
     InvalidArgumentError,
     ModelLoadError,
 )
+from crossrank.families import CROSS_ENCODER, FAMILIES, Family, detect_family
 from crossrank.model_source import ModelSource
 
 __all__ = ["RECIPES", "OnnxBackend", "model_folder", "onnx_cache_dir", "quantizes_per_batch"]
@@ -132,11 +133,18 @@ class OnnxBackend:
         path: Path,
         quantize: str | None = None,
         per_batch_scales: bool | None = None,
+        family: Family | None = None,
+        model_name: str = "",
     ) -> None:
         self._session = session
         self._inputs = [node.name for node in session.get_inputs()]
         self._lock = threading.Lock()
+        #: What kind of reranker this is (:mod:`crossrank.families`), and its prompt if an LLM one.
+        self.family = family or FAMILIES[CROSS_ENCODER]
+        self.prompt = self.family.prompt
         self.tokenizer = tokenizer
+        if self.prompt is not None:  # the prompt's fixed pieces become the pair template
+            self.tokenizer = self.prompt.template_tokenizer(tokenizer, model_name)
         self.max_positions = max_positions
         self.pad_token_id = pad_token_id
         self.uses_token_type_ids = "token_type_ids" in self._inputs
@@ -162,6 +170,7 @@ class OnnxBackend:
         quantize: str | None = None,
         onnx_file: str | None = None,
         precision: str = "auto",
+        family: str | None = None,
         threads: int | None = None,
         cache_folder: str | None = None,
         revision: str | None = None,
@@ -177,6 +186,8 @@ class OnnxBackend:
             onnx_file: Path inside the model folder/repo of a ready ONNX file to use as is.
             precision: ``"auto"`` or ``"fp32"`` (:class:`~crossrank.backends.onnx_options.OnnxOptions`
                 refuses others): the file's own precision runs.
+            family: The model's family (:mod:`crossrank.families`); None detects it. An LLM
+                reranker is exported as its causal LM with the yes-no row folded.
             threads: ONNX Runtime intra-op threads. Defaults to the CPUs this process may use
                 (:func:`crossrank.cpus.usable_cpus`).
 
@@ -208,7 +219,13 @@ class OnnxBackend:
         )
         exporting = exporting and has_weights(model_dir)  # a folder of ONNX files alone runs them
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-        check_reranker_files(model_dir, config, source.name)
+        chosen = detect_family(source.name, config, family)
+        check_reranker_files(model_dir, config, source.name, one_label=chosen.prompt is None)
+        if chosen.prompt is not None and quantize == "int8-static":
+            raise InvalidArgumentError(
+                f"quantize='int8-static' is not available for LLM rerankers ({chosen.name}): its "
+                "calibration would need their prompt; use quantize='int8'"
+            )
         tokenizer, pad_token_id, max_positions = tokenizer_settings(model_dir, config)
 
         if onnx_file is not None:
@@ -232,7 +249,7 @@ class OnnxBackend:
             # A local folder is named by its absolute path, so "../m" and "/abs/m" share one export.
             cache_name = str(model_dir.resolve()) if Path(source.location).is_dir() else source.name
             start = shipped.path if shipped is not None else None
-            path = cached_onnx(model_dir, cache_name, config, quantize, source=start)
+            path = cached_onnx(model_dir, cache_name, config, quantize, source=start, family=chosen)
             if shipped is not None:
                 logger.info(
                     "Scoring %r with ONNX Runtime on %s, quantised here to %s.",
@@ -266,7 +283,9 @@ class OnnxBackend:
             model=source.name,
             rebuild=None
             if onnx_file is not None or ready is not None
-            else lambda: cached_onnx(model_dir, cache_name, config, quantize, source=start, rebuild=True),
+            else lambda: cached_onnx(
+                model_dir, cache_name, config, quantize, source=start, family=chosen, rebuild=True
+            ),
         )
         running = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
         return cls(
@@ -282,6 +301,8 @@ class OnnxBackend:
             per_batch_scales=ready.per_batch_scales
             if ready is not None
             else quantize == "int8" or (onnx_file is not None and quantizes_per_batch(path)),
+            family=chosen,
+            model_name=source.name,
         )
 
     @property

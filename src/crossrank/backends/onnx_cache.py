@@ -27,6 +27,7 @@ from typing import Any
 from crossrank.backends.onnx_files import WEIGHT_FILES
 from crossrank.config import Quantize
 from crossrank.errors import BackendUnavailableError, ModelLoadError
+from crossrank.families import Family
 
 __all__ = ["EXPORT_VERSION", "RECIPES", "Recipe", "cached_onnx", "onnx_cache_dir"]
 
@@ -43,7 +44,7 @@ def onnx_cache_dir() -> Path:
     return Path(root) / "onnx"
 
 
-def _fingerprint(model_dir: Path, source: Path | None = None) -> str:
+def _fingerprint(model_dir: Path, source: Path | None = None, family: Family | None = None) -> str:
     """The cache key: the export recipe, the config's bytes, and where and how big the weights are.
 
     Weights are identified by their resolved path, size and modification time, not by hashing
@@ -54,6 +55,8 @@ def _fingerprint(model_dir: Path, source: Path | None = None) -> str:
     of the same weights elsewhere is exported once more, which costs time, never correctness.
     """
     digest = hashlib.sha256(EXPORT_VERSION.encode())
+    if family is not None and family.prompt is not None:  # the prompt's tokens are in the graph
+        digest.update(f"family\0{family.name}".encode())
     config = model_dir / "config.json"
     if config.is_file():
         digest.update(config.read_bytes())
@@ -96,12 +99,14 @@ def cached_onnx(
     quantize: str | None,
     *,
     source: Path | None = None,
+    family: Family | None = None,
     rebuild: bool = False,
 ) -> Path:
     """The optimised (and maybe quantised) ONNX file for ``model_dir``, exported on first use.
 
     From the model's torch weights, or with ``source`` from a ready fp32 ONNX file (a hub
-    repository's ``onnx/model.onnx``), which is optimised and quantised without torch.
+    repository's ``onnx/model.onnx``), which is optimised and quantised without torch. ``family``:
+    an LLM reranker's (:mod:`crossrank.families`) is exported with its yes-no head folded.
 
     Each file has a manifest next to it (``<file>.json``: its size and CRC-32), written at export
     and checked at every start; a file that fails the check is deleted and exported again, as is
@@ -115,7 +120,7 @@ def cached_onnx(
     (:func:`_temporary_export`).
     """
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip("./")).strip("-")[-60:] or "model"
-    folder = onnx_cache_dir() / f"{safe}-{_fingerprint(model_dir, source)}"
+    folder = onnx_cache_dir() / f"{safe}-{_fingerprint(model_dir, source, family)}"
     wanted = folder / RECIPES[quantize].file
     _sweep_builds(onnx_cache_dir().glob(f"*/{_BUILD_PREFIX}*"))
     if rebuild:
@@ -145,12 +150,12 @@ def cached_onnx(
         folder.mkdir(parents=True, exist_ok=True)
         build = Path(tempfile.mkdtemp(prefix=f"{_BUILD_PREFIX}{os.getpid()}-", dir=folder))
     except OSError as err:
-        return _temporary_export(model_dir, name, config, quantize, wanted.name, folder, err, source)
+        return _temporary_export(model_dir, name, config, quantize, wanted.name, folder, err, source, family)
     what = f"Quantising {source.name} of {name!r} to {quantize}" if source else f"Exporting {name!r} to ONNX"
     logger.warning("%s (once; cached in %s).", what, folder)
     try:
         built = build / wanted.name
-        build_onnx(model_dir, built, config, quantize=quantize, source=source)
+        build_onnx(model_dir, built, config, quantize=quantize, source=source, family=family)
         _write_manifest(built)
         os.replace(_manifest(built), _manifest(wanted))  # the manifest first: whoever sees the
         os.replace(built, wanted)  # file sees its manifest
@@ -180,6 +185,7 @@ def _temporary_export(
     folder: Path,
     why: OSError,
     source: Path | None,
+    family: Family | None,
 ) -> Path:
     """Export to a new temporary folder (removed at exit), for when the cache can't be written."""
     from crossrank.backends.onnx_export import build_onnx
@@ -206,7 +212,7 @@ def _temporary_export(
         ) from err
     atexit.register(shutil.rmtree, build, ignore_errors=True)
     try:
-        build_onnx(model_dir, build / filename, config, quantize=quantize, source=source)
+        build_onnx(model_dir, build / filename, config, quantize=quantize, source=source, family=family)
     except BaseException as err:
         shutil.rmtree(build, ignore_errors=True)
         if isinstance(err, OSError):

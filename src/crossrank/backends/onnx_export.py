@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import typing
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from crossrank.config import Quantize
+from crossrank.families import Family
 
 __all__ = ["build_onnx", "export_onnx", "optimize_onnx", "quantize_onnx_int8", "quantize_onnx_int8_static"]
 
@@ -59,8 +61,13 @@ def build_onnx(
     quantize: str | None = None,
     first_token_only: bool = True,
     source: Path | None = None,
+    family: Family | None = None,
 ) -> None:
     """The whole recipe, from the model in ``model_dir`` to the ONNX file ``target``.
+
+    An LLM reranker (``family`` with a prompt) is exported with its yes-no head folded
+    (:class:`crossrank.backends.yes_no.YesNoScore`) and not fused (the fusions are BERT's); its
+    int8 file quantises the MatMuls of that graph dynamically.
 
     Export (or, with ``source``, start from that ready fp32 file, left as is), then fuse; with
     ``quantize="int8"`` or ``"int8-static"`` fuse with the approximate GELU and quantise (the fp32
@@ -71,6 +78,21 @@ def build_onnx(
         raise ValueError(f"no ONNX recipe for quantize={quantize!r}")
     made = target.with_name(f"{target.stem}_raw_{os.getpid()}_{threading.get_ident()}.onnx")
     raw = source if source is not None else made
+    if family is not None and family.prompt is not None:
+        if quantize == "int8-static":
+            raise ValueError(f"no int8-static recipe for LLM rerankers ({family.name})")
+        try:
+            if source is None:
+                export_onnx(model_dir, raw, family=family)
+            if quantize == "int8":
+                quantize_onnx_int8(raw, target)
+            elif source is None:
+                os.replace(raw, target)
+            else:
+                shutil.copyfile(raw, target)
+        finally:
+            made.unlink(missing_ok=True)
+        return
     try:
         if source is None:
             export_onnx(model_dir, raw, first_token_only=first_token_only)
@@ -91,23 +113,33 @@ def build_onnx(
         made.unlink(missing_ok=True)
 
 
-def export_onnx(model_dir: Path, target: Path, *, first_token_only: bool = True) -> None:
+def export_onnx(
+    model_dir: Path, target: Path, *, first_token_only: bool = True, family: Family | None = None
+) -> None:
     """Export the sequence-classification model in ``model_dir`` to ``target`` (fp32 logits).
 
     The graph takes the inputs the model's tokenizer produces (``token_type_ids`` only where the
     model uses them). ``first_token_only=False`` keeps the full last layer, as other exporters
-    (optimum) do: the benchmark gives FlashRank such a file.
+    (optimum) do: the benchmark gives FlashRank such a file. An LLM reranker (``family`` with a
+    prompt) is exported as its causal LM's body and the folded yes-no row: one logit per row,
+    read at each row's last real token (rows padded on the right).
     """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from crossrank.backends.first_token import use_first_token_last_layer
 
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
-    if first_token_only:
-        swapped = use_first_token_last_layer(model)
-        logger.info("ONNX export, last layer for the first token only: %s", swapped)
-    takes_types = "token_type_ids" in AutoTokenizer.from_pretrained(model_dir).model_input_names
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if family is not None and family.prompt is not None:
+        model = _yes_no_model(model_dir, tokenizer, family)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_dir, attn_implementation="eager"
+        ).eval()
+        if first_token_only:
+            swapped = use_first_token_last_layer(model)
+            logger.info("ONNX export, last layer for the first token only: %s", swapped)
+    takes_types = "token_type_ids" in tokenizer.model_input_names
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if takes_types else [])
     example = tuple(torch.ones(2, 16, dtype=torch.long) for _ in names)
     axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
@@ -127,6 +159,29 @@ def export_onnx(model_dir: Path, target: Path, *, first_token_only: bool = True)
             dynamo=False,
         )
     os.replace(partial, target)
+
+
+def _yes_no_model(model_dir: Path, tokenizer: Any, family: Family) -> Any:
+    """The LLM reranker in ``model_dir`` as a traceable ``(input_ids, attention_mask) -> (rows, 1)``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from crossrank.backends.yes_no import YesNoScore
+
+    assert family.prompt is not None
+    true_id, false_id = family.prompt.token_ids(tokenizer.backend_tokenizer, str(model_dir))
+    causal_lm = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager").eval()
+    scorer = YesNoScore(causal_lm, true_id, false_id).eval()
+
+    class Traced(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scorer = scorer
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            return self.scorer.score(input_ids, attention_mask)
+
+    return Traced().eval()
 
 
 def optimize_onnx(

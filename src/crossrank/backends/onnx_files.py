@@ -113,8 +113,11 @@ def num_labels(config: dict[str, object]) -> int:
     return int(config.get("num_labels", 2))  # type: ignore[call-overload]
 
 
-def check_reranker_files(model_dir: Path, config: dict[str, object], name: str) -> None:
-    """Refuse a model crossrank can't rerank with on ONNX: more than one output label, or no
+def check_reranker_files(
+    model_dir: Path, config: dict[str, object], name: str, *, one_label: bool = True
+) -> None:
+    """Refuse a model crossrank can't rerank with on ONNX: more than one output label (where
+    ``one_label``: a cross-encoder; an LLM reranker's score is its yes-no logits), or no
     ``tokenizer.json`` (a fast tokenizer).
 
     Raises:
@@ -122,7 +125,7 @@ def check_reranker_files(model_dir: Path, config: dict[str, object], name: str) 
     """
     from crossrank.errors import UnsupportedModelError
 
-    if num_labels(config) != 1:
+    if one_label and num_labels(config) != 1:
         raise UnsupportedModelError(
             f"Model {name!r} has {num_labels(config)} output labels; crossrank reranks with "
             "models that give one relevance logit per pair.",

@@ -28,6 +28,7 @@ class OnnxOptions(BaseModel):
             ``"int8-static"`` int8 with scales fixed at export.
         onnx_file: A ready ONNX file inside the model folder or repo, loaded as is.
         precision: fp32 (``"auto"`` means the same): ONNX Runtime's precision is the file's.
+        family: The model's family (:data:`crossrank.families.FAMILIES`); None: detected.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -35,6 +36,7 @@ class OnnxOptions(BaseModel):
     quantize: Quantize | None = None
     onnx_file: str | None = None
     precision: str = "auto"
+    family: str | None = None
 
     @field_validator("precision")
     @classmethod

@@ -27,6 +27,7 @@ from crossrank.backends.first_token import use_first_token_last_layer
 from crossrank.cpus import usable_cpus
 from crossrank.encoding import EncodedBatch
 from crossrank.errors import InvalidArgumentError, ModelLoadError, UnsupportedModelError
+from crossrank.families import CROSS_ENCODER, FAMILIES, Family, detect_family
 from crossrank.model_source import ModelSource
 
 __all__ = ["PRECISIONS", "TorchBackend"]
@@ -140,18 +141,18 @@ class TorchBackend:
     batch_invariant = True
 
     def __init__(
-        self, cross_encoder: Any, *, model_name: str, precision: str = "auto", threads: int | None = None
+        self,
+        model: Any,
+        hf_tokenizer: Any,
+        *,
+        model_name: str,
+        max_positions: int,
+        precision: str = "auto",
+        threads: int | None = None,
+        family: Family | None = None,
     ) -> None:
-        num_labels = cross_encoder.num_labels
-        if num_labels != 1:
-            labels = getattr(cross_encoder.config, "id2label", None)
-            raise UnsupportedModelError(
-                f"Model {model_name!r} has {num_labels} output labels ({labels}); crossrank reranks with "
-                "models that give one relevance logit per pair, such as the MS MARCO cross-encoders "
-                "(cross-encoder/ms-marco-MiniLM-L6-v2). NLI or multi-class classifiers can't rank.",
-                model=model_name,
-            )
-        hf_tokenizer = cross_encoder.tokenizer
+        """Use :meth:`load`. ``model`` maps ``{"input_ids", "attention_mask"[, "token_type_ids"]}``
+        to ``{"scores": (rows, 1)}``: a ``CrossEncoder``, or a :class:`.yes_no.YesNoScore`."""
         backend_tokenizer = getattr(hf_tokenizer, "backend_tokenizer", None)
         if not isinstance(backend_tokenizer, Tokenizer):
             raise UnsupportedModelError(
@@ -160,9 +161,9 @@ class TorchBackend:
                 "`AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(dir)`.",
                 model=model_name,
             )
-        self._model = cross_encoder.eval()
+        self._model = model.eval()
         self._lock = threading.Lock()
-        self.device = str(cross_encoder.device)
+        self.device = str(model.device)
         #: Compute precision actually used: "fp32", "fp16" or "bf16".
         self.precision = _resolve_precision(precision, self.device)
         #: The ``threads=`` asked for: torch's process-wide count, applied once here (None: torch's
@@ -172,10 +173,43 @@ class TorchBackend:
         on_cuda = self.device.startswith("cuda")
         self.batch_overhead_tokens = _OVERHEAD_TOKENS["cuda" if on_cuda else "cpu"]
         self.default_batch_size = 128 if on_cuda else 32  # a CPU gains nothing from wider batches
+        #: What kind of reranker this is (:mod:`crossrank.families`), and its prompt if an LLM one.
+        self.family = family or FAMILIES[CROSS_ENCODER]
+        self.prompt = self.family.prompt
         self.tokenizer = backend_tokenizer
-        self.max_positions = int(cross_encoder.max_seq_length or cross_encoder.config.max_position_embeddings)
+        if self.prompt is not None:  # the prompt's fixed pieces become the pair template
+            self.tokenizer = self.prompt.template_tokenizer(backend_tokenizer, model_name)
+        self.max_positions = max_positions
         self.pad_token_id = int(hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else 0)
         self.uses_token_type_ids = "token_type_ids" in hf_tokenizer.model_input_names
+
+    @classmethod
+    def from_cross_encoder(
+        cls, cross_encoder: Any, *, model_name: str, precision: str = "auto", threads: int | None = None
+    ) -> TorchBackend:
+        """A backend over a loaded sentence-transformers ``CrossEncoder`` with one output label.
+
+        Raises:
+            UnsupportedModelError: More than one label, or no fast tokenizer.
+        """
+        num_labels = cross_encoder.num_labels
+        if num_labels != 1:
+            labels = getattr(cross_encoder.config, "id2label", None)
+            raise UnsupportedModelError(
+                f"Model {model_name!r} has {num_labels} output labels ({labels}); crossrank reranks with "
+                "models that give one relevance logit per pair, such as the MS MARCO cross-encoders "
+                "(cross-encoder/ms-marco-MiniLM-L6-v2). NLI or multi-class classifiers can't rank.",
+                model=model_name,
+            )
+        max_positions = int(cross_encoder.max_seq_length or cross_encoder.config.max_position_embeddings)
+        return cls(
+            cross_encoder,
+            cross_encoder.tokenizer,
+            model_name=model_name,
+            max_positions=max_positions,
+            precision=precision,
+            threads=threads,
+        )
 
     @classmethod
     def load(
@@ -189,6 +223,7 @@ class TorchBackend:
         revision: str | None = None,
         token: str | bool | None = None,
         trust_remote_code: bool = False,
+        family: str | None = None,
         model_kwargs: dict[str, Any] | None = None,
     ) -> TorchBackend:
         """Load ``source`` as a ``CrossEncoder`` on ``device`` (default: CUDA if present, else CPU).
@@ -199,15 +234,29 @@ class TorchBackend:
             threads: torch's intra-op thread count, for the whole process: set once here, never
                 per call (see the class docstring). None keeps torch's count, lowered to the
                 CPUs this process may use if above them.
+            family: The model's family (:mod:`crossrank.families`); None detects it. An LLM
+                reranker loads as its causal LM with the yes-no row folded (:mod:`.yes_no`).
 
         Raises:
-            InvalidArgumentError: Unknown ``precision``, or fp16 without CUDA.
-            ModelLoadError: ``CrossEncoder`` failed to load the files.
-            UnsupportedModelError: The model has more than one label or no fast tokenizer.
+            InvalidArgumentError: Unknown ``precision`` or ``family``, or fp16 without CUDA.
+            ModelLoadError: ``CrossEncoder`` (or transformers, for an LLM reranker) failed to load.
+            UnsupportedModelError: The model has more than one label or no fast tokenizer, or is a
+                causal LM crossrank has no prompt for.
         """
+        _resolve_precision(precision, device or _default_device())  # fail before loading weights
+        hub = {
+            "cache_dir": cache_folder,
+            "revision": revision,
+            "token": token,
+            "local_files_only": source.local_files_only,
+            "trust_remote_code": trust_remote_code,
+        }
+        config = _model_config(source, hub)
+        chosen = detect_family(source.name, config, family)
+        if chosen.prompt is not None:
+            return cls._load_llm(source, chosen, hub, device, precision, threads, model_kwargs)
         from sentence_transformers import CrossEncoder
 
-        _resolve_precision(precision, device or _default_device())  # fail before loading weights
         try:
             cross_encoder = CrossEncoder(
                 source.location,
@@ -226,12 +275,57 @@ class TorchBackend:
                 f"Cannot load model {source.name!r} with sentence-transformers: {type(err).__name__}: {err}",
                 model=source.name,
             ) from err
-        backend = cls(cross_encoder, model_name=source.name, precision=precision, threads=threads)
+        backend = cls.from_cross_encoder(
+            cross_encoder, model_name=source.name, precision=precision, threads=threads
+        )
         # Same logits, less work: the last layer runs for the first token only (see first_token).
         hf_model = getattr(cross_encoder, "model", None)
         if isinstance(hf_model, torch.nn.Module):
             use_first_token_last_layer(hf_model)
         return backend
+
+    @classmethod
+    def _load_llm(
+        cls,
+        source: ModelSource,
+        family: Family,
+        hub: dict[str, Any],
+        device: str | None,
+        precision: str,
+        threads: int | None,
+        model_kwargs: dict[str, Any] | None,
+    ) -> TorchBackend:
+        """An LLM reranker: its causal LM with the output layer folded to the yes-no row."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from crossrank.backends.yes_no import YesNoScore
+
+        assert family.prompt is not None
+        try:
+            hf_tokenizer = AutoTokenizer.from_pretrained(source.location, **hub)
+            causal_lm = AutoModelForCausalLM.from_pretrained(source.location, **hub, **(model_kwargs or {}))
+        except Exception as err:
+            raise ModelLoadError(
+                f"Cannot load model {source.name!r} with transformers: {type(err).__name__}: {err}",
+                model=source.name,
+            ) from err
+        true_id, false_id = family.prompt.token_ids(hf_tokenizer.backend_tokenizer, source.name)
+        model = YesNoScore(causal_lm, true_id, false_id).to(device or _default_device())
+        positions = int(getattr(causal_lm.config, "max_position_embeddings", 0) or 0)
+        declared = getattr(hf_tokenizer, "model_max_length", None)
+        if isinstance(declared, int) and 0 < declared < positions:
+            positions = declared
+        logger.info("Model %r is an LLM reranker (%s): scored as logit(%r) - logit(%r).", source.name,
+                    family.name, family.prompt.true_token, family.prompt.false_token)
+        return cls(
+            model,
+            hf_tokenizer,
+            model_name=source.name,
+            max_positions=positions,
+            precision=precision,
+            threads=threads,
+            family=family,
+        )
 
     @property
     def cross_encoder(self) -> Any:
@@ -254,3 +348,16 @@ class TorchBackend:
         if self.precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(device_type=self._model.device.type, dtype=_AUTOCAST_DTYPES[self.precision])
+
+
+def _model_config(source: ModelSource, hub: dict[str, Any]) -> dict[str, Any]:
+    """The model's ``config.json`` as a dict (architectures, model_type...), to tell its family."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source.location, **hub).to_dict()
+    except Exception as err:
+        raise ModelLoadError(
+            f"Cannot read the config of model {source.name!r}: {type(err).__name__}: {err}",
+            model=source.name,
+        ) from err

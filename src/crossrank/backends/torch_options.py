@@ -21,9 +21,11 @@ class TorchOptions(BaseModel):
         precision: ``"auto"`` (fp16 autocast on CUDA, fp32 elsewhere), ``"fp32"``, ``"fp16"`` (CUDA
             only) or ``"bf16"``.
         trust_remote_code: Allow the model repo's own Python code (custom architectures).
+        family: The model's family (:data:`crossrank.families.FAMILIES`); None: detected.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     trust_remote_code: bool = False
+    family: str | None = None

@@ -218,6 +218,10 @@ class TeiInfo(BaseModel):
     tokenization_workers: int = 1
     version: str
     backend: str
+    #: Beyond TEI's fields: the kind of reranker (crossrank.families) and, for an LLM reranker,
+    #: the instruction its prompt carries (None: the model's default, or none).
+    family: str
+    instruction: str | None
 
     @classmethod
     def build(cls, reranker: Reranker, config: ServerConfig, model_name: str) -> TeiInfo:
@@ -233,6 +237,8 @@ class TeiInfo(BaseModel):
             auto_truncate=config.auto_truncate,
             version=crossrank.__version__,
             backend=f"crossrank {reranker.backend} on {reranker.device}",
+            family=reranker.family,
+            instruction=reranker.instruction,
         )
 
 
