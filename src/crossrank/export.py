@@ -46,12 +46,13 @@ def export_model(
     model: str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
-    recipes: Sequence[str] = ("fp32", "int8", "int8-static"),
+    recipes: Sequence[str] | None = None,
     overwrite: bool = False,
     revision: str | None = None,
     cache_folder: str | None = None,
     local_files_only: bool = False,
     token: str | bool | None = None,
+    family: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export ``model`` to ``output``: the ONNX files of ``recipes``, its config and tokenizer, a manifest.
@@ -59,9 +60,11 @@ def export_model(
     Args:
         model: Hub id or folder of a cross-encoder with one output logit.
         output: The folder to create. It must not exist (or be empty) unless ``overwrite``.
-        recipes: Which files: ``"fp32"``, ``"int8"`` (dynamic), ``"int8-static"``.
+        recipes: Which files: ``"fp32"``, ``"int8"`` (dynamic), ``"int8-static"``; None: each
+            one the model's family has (an LLM reranker has no int8-static).
         overwrite: Replace an existing ``output`` (only once the new folder is complete).
         revision, cache_folder, local_files_only, token: Where the model comes from.
+        family: The model's family (:mod:`crossrank.families`); None: told from the model.
         progress: Called with each recipe's name as it starts.
 
     Raises:
@@ -88,12 +91,13 @@ def export_model(
         can_export,
         check_reranker_files,
     )
+    from crossrank.families import detect_family
     from crossrank.model_source import resolve_model_source
 
-    unknown = [recipe for recipe in recipes if recipe not in EXPORTED_FILES]
-    if unknown or not recipes:
+    unknown = [recipe for recipe in recipes or () if recipe not in EXPORTED_FILES]
+    if unknown or (recipes is not None and not recipes):
         raise InvalidArgumentError(
-            f"recipes must be some of {', '.join(EXPORTED_FILES)}; got {list(recipes)}"
+            f"recipes must be some of {', '.join(EXPORTED_FILES)}; got {list(recipes or ())}"
         )
     if not can_export():
         raise BackendUnavailableError(
@@ -118,7 +122,16 @@ def export_model(
         exporting=True,
     )
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    check_reranker_files(model_dir, config, source.name)
+    family = detect_family(source.name, config, family)
+    check_reranker_files(model_dir, config, source.name, one_label=family.prompt is None)
+    possible = [recipe for recipe in EXPORTED_FILES if family.prompt is None or recipe != "int8-static"]
+    if recipes is None:
+        recipes = possible
+    elif set(recipes) - set(possible):
+        raise InvalidArgumentError(
+            f"an LLM reranker ({family.name}) has no int8-static recipe (its calibration would need "
+            "the prompt); export fp32 and int8"
+        )
     inside = target.resolve()
     if inside == model_dir.resolve() or inside in model_dir.resolve().parents:
         raise InvalidArgumentError(
@@ -140,8 +153,12 @@ def export_model(
                 progress(recipe)
             files[recipe] = EXPORTED_FILES[recipe]
             quantize = None if recipe == "fp32" else recipe
-            onnx_export.build_onnx(model_dir, staged / files[recipe], config, quantize=quantize)
+            onnx_export.build_onnx(
+                model_dir, staged / files[recipe], config, quantize=quantize, family=family
+            )
         manifest = {"model": source.name, "files": files, "export_version": EXPORT_VERSION}
+        if family.prompt is not None:  # an exported folder's name no longer says it
+            manifest["family"] = family.name
         (staged / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _move_into_place(staged, target)
     finally:

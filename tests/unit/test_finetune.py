@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from crossrank import Reranker
 from crossrank.cli import app
-from crossrank.errors import InputFileError, InvalidArgumentError
+from crossrank.errors import InputFileError, InvalidArgumentError, UnsupportedModelError
 from crossrank.finetune import (
     FinetuneConfig,
     FinetuneResult,
@@ -447,3 +447,13 @@ def test_cli_bad_qrels_exit_1_with_file_and_line(tmp_path: Path, tiny_model_dir:
     assert "train.tsv:7: corpus id 'd77-0' is not in corpus.jsonl" in said
     assert "Traceback" not in result.output
     assert not output.exists() and not (tmp_path / ".model.partial").exists()
+
+
+def test_an_llm_reranker_is_refused_with_the_reason(beir: Path, tmp_path: Path) -> None:
+    """sentence-transformers would train a causal LM on bare pairs, without its prompt: refused."""
+    from crossrank.families_testing import build_tiny_qwen3_reranker
+
+    model = build_tiny_qwen3_reranker(tmp_path / "Qwen3-Reranker-tiny")
+    with pytest.raises(UnsupportedModelError, match="LLM reranker"):
+        finetune(beir, model, tmp_path / "out", **FAST)
+    assert not (tmp_path / "out").exists()

@@ -239,3 +239,19 @@ def test_detection_reads_names_not_configs() -> None:
         detect_family("Qwen/Qwen2.5-0.5B-Instruct", qwen2_config)
     with pytest.raises(UnsupportedModelError):  # the right name, the wrong architecture
         detect_family("Qwen/Qwen3-Reranker-0.6B", qwen2_config)
+
+
+def test_an_exported_llm_reranker_keeps_its_family(qwen3: Path, tmp_path) -> None:
+    """`crossrank export` writes fp32 and int8 (no int8-static) and records the family, which the
+    folder's new name no longer says; the folder scores as the model did on ONNX."""
+    from crossrank.export import export_model
+
+    result = export_model(qwen3, tmp_path / "exported")
+    assert set(result.files) == {"fp32", "int8"}
+    for quantize in (None, "int8"):
+        exported = Reranker(result.folder, backend="onnx", quantize=quantize, device="cpu")
+        original = Reranker(qwen3, backend="onnx", quantize=quantize, device="cpu")
+        assert exported.family == "qwen3-reranker"
+        assert exported.score(QUERY, DOCS) == original.score(QUERY, DOCS)
+    with pytest.raises(InvalidArgumentError, match="no int8-static recipe"):
+        export_model(qwen3, tmp_path / "static", recipes=("int8-static",))

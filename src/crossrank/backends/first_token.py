@@ -34,6 +34,11 @@ logger = logging.getLogger(__name__)
 #: ``config.model_type`` values whose encoder layers have the BERT layout (``attention.self.query``,
 #: ``attention.output``, ``intermediate``, ``output``) and whose classification head reads only
 #: the first token of the last hidden state (BERT's pooler, RoBERTa's and ELECTRA's heads).
+#: ModernBERT and DeBERTa-v2 are not in it: ModernBERT's layers have another layout (pre-norm,
+#: fused ``Wqkv``, rotary positions, alternating local/global masks, under ``model.layers``) and
+#: its usual ``classifier_pooling="mean"`` head reads every token of the last layer, while
+#: DeBERTa-v2's disentangled attention adds relative-position terms (c2p, p2c) that
+#: :class:`FirstTokenLastLayer` does not compute.
 FIRST_TOKEN_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra"})
 
 #: Largest logit difference accepted between the model with and without the swapped layer.

@@ -26,6 +26,7 @@ from crossrank.backends.onnx_cache import RECIPES, cached_onnx, onnx_cache_dir
 from crossrank.backends.onnx_files import (
     can_export,
     check_reranker_files,
+    exported_family,
     exported_files,
     has_weights,
     hub_patterns,
@@ -219,7 +220,7 @@ class OnnxBackend:
         )
         exporting = exporting and has_weights(model_dir)  # a folder of ONNX files alone runs them
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-        chosen = detect_family(source.name, config, family)
+        chosen = detect_family(source.name, config, family or exported_family(model_dir))
         check_reranker_files(model_dir, config, source.name, one_label=chosen.prompt is None)
         if chosen.prompt is not None and quantize == "int8-static":
             raise InvalidArgumentError(

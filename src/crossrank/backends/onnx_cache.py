@@ -157,6 +157,9 @@ def cached_onnx(
         built = build / wanted.name
         build_onnx(model_dir, built, config, quantize=quantize, source=source, family=family)
         _write_manifest(built)
+        weights = built.with_name(built.name + ".data")  # an LLM over 2 GB keeps its weights apart
+        if weights.is_file():
+            os.replace(weights, wanted.with_name(weights.name))
         os.replace(_manifest(built), _manifest(wanted))  # the manifest first: whoever sees the
         os.replace(built, wanted)  # file sees its manifest
     except OSError as err:

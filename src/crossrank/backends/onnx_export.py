@@ -79,19 +79,7 @@ def build_onnx(
     made = target.with_name(f"{target.stem}_raw_{os.getpid()}_{threading.get_ident()}.onnx")
     raw = source if source is not None else made
     if family is not None and family.prompt is not None:
-        if quantize == "int8-static":
-            raise ValueError(f"no int8-static recipe for LLM rerankers ({family.name})")
-        try:
-            if source is None:
-                export_onnx(model_dir, raw, family=family)
-            if quantize == "int8":
-                quantize_onnx_int8(raw, target)
-            elif source is None:
-                os.replace(raw, target)
-            else:
-                shutil.copyfile(raw, target)
-        finally:
-            made.unlink(missing_ok=True)
+        _build_llm_onnx(model_dir, target, quantize=quantize, source=source, family=family)
         return
     try:
         if source is None:
@@ -111,6 +99,50 @@ def build_onnx(
             optimize_onnx(raw, target, config)
     finally:
         made.unlink(missing_ok=True)
+
+
+def _build_llm_onnx(
+    model_dir: Path, target: Path, *, quantize: str | None, source: Path | None, family: Family
+) -> None:
+    """An LLM reranker's file: exported whole (not fused), then int8 (dynamic) if asked for.
+
+    An LLM over 2 GB (Qwen3-Reranker-0.6B is 2.4 GB in fp32) is exported by torch with its weights
+    in external files, one per tensor; the export goes to a private folder, and an fp32 ``target``
+    keeps its weights in one file next to it, ``<target>.data`` (ONNX Runtime finds it there).
+    """
+    import onnx
+
+    if quantize == "int8-static":
+        raise ValueError(f"no int8-static recipe for LLM rerankers ({family.name})")
+    work = target.with_name(f".{target.stem}_raw_{os.getpid()}_{threading.get_ident()}")
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        raw = source if source is not None else work / "model.onnx"
+        if source is None:
+            export_onnx(model_dir, raw, family=family)
+        if quantize == "int8":
+            quantize_onnx_int8(raw, target)
+            return
+        if source is not None:  # a shipped fp32 file: run as it is
+            shutil.copyfile(raw, target)
+            return
+        if not any(path.name != raw.name for path in work.iterdir()):  # under 2 GB: one file
+            os.replace(raw, target)
+            return
+        # torch wrote the weights apart, one file per tensor: gather them into <target>.data.
+        data = target.with_name(target.name + ".data")
+        partial = _atomic_target(target)
+        onnx.save_model(
+            onnx.load(str(raw)),
+            str(partial),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data.name,
+            size_threshold=1024,
+        )
+        os.replace(partial, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def export_onnx(

@@ -37,6 +37,7 @@ __all__ = [
     "ReadyFile",
     "can_export",
     "check_reranker_files",
+    "exported_family",
     "exported_files",
     "has_ready_files",
     "has_weights",
@@ -179,6 +180,20 @@ def exported_files(model_dir: Path) -> dict[str, str]:
     if not manifest.is_file():
         return {}
     return dict(json.loads(manifest.read_text(encoding="utf-8"))["files"])
+
+
+def exported_family(model_dir: Path) -> str | None:
+    """The family a ``crossrank export`` folder's manifest records (an LLM reranker's, whose
+    folder name no longer says it); None for other folders and for older manifests.
+
+    Example:
+        >>> exported_family(Path("/nonexistent")) is None
+        True
+    """
+    manifest = model_dir / EXPORT_MANIFEST
+    if not manifest.is_file():
+        return None
+    return json.loads(manifest.read_text(encoding="utf-8")).get("family")
 
 
 def ready_file(model_dir: Path, quantize: str | None, *, exporting: bool) -> ReadyFile | None:

@@ -315,8 +315,13 @@ class TorchBackend:
         declared = getattr(hf_tokenizer, "model_max_length", None)
         if isinstance(declared, int) and 0 < declared < positions:
             positions = declared
-        logger.info("Model %r is an LLM reranker (%s): scored as logit(%r) - logit(%r).", source.name,
-                    family.name, family.prompt.true_token, family.prompt.false_token)
+        logger.info(
+            "Model %r is an LLM reranker (%s): scored as logit(%r) - logit(%r).",
+            source.name,
+            family.name,
+            family.prompt.true_token,
+            family.prompt.false_token,
+        )
         return cls(
             model,
             hf_tokenizer,

@@ -15,16 +15,23 @@ __all__ = ["export_command"]
 
 
 def export_command(
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="Cross-encoder: hub id or local folder.")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Reranker: hub id or local folder.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder to create for the export.")],
     recipe: Annotated[
         list[str] | None,
         typer.Option(
             "--recipe",
-            help="Which files: fp32, int8, int8-static; repeatable. Default: all three.",
+            help="Which files: fp32, int8, int8-static; repeatable. Default: all the model has "
+            "(an LLM reranker: fp32 and int8).",
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output.")] = False,
+    family: Annotated[
+        str | None,
+        typer.Option(
+            "--family", help="cross-encoder, qwen3-reranker or mxbai-rerank-v2; default: from the model."
+        ),
+    ] = None,
     local_files_only: Annotated[
         bool, typer.Option("--local-files-only", help="Never contact the hub.")
     ] = False,
@@ -43,9 +50,10 @@ def export_command(
         result = export_model(
             model,
             output,
-            recipes=tuple(recipe or ("fp32", "int8", "int8-static")),
+            recipes=tuple(recipe) if recipe else None,  # None: every recipe the model's family has
             overwrite=overwrite,
             local_files_only=local_files_only,
+            family=family,
             progress=lambda name: note(f"[bold]export[/]  {name}", json_output=json_output),
         )
     payload = {

@@ -103,6 +103,7 @@ def train(
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
 
+    from crossrank.families import is_causal_lm
     from crossrank.model_source import resolve_model_source
 
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -122,6 +123,15 @@ def train(
         raise UnsupportedModelError(
             f"{model} has {cross_encoder.num_labels} output labels; "
             "fine-tuning needs a one-logit cross-encoder",
+            model=os.fspath(model),
+        )
+    if is_causal_lm(cross_encoder.config.to_dict()):
+        # sentence-transformers loads a causal LM with its yes-no head (LogitScore) but trains it
+        # on plain (query, document) pairs: an LLM reranker would lose its prompt.
+        raise UnsupportedModelError(
+            f"{model} is an LLM reranker (a causal language model); crossrank finetune trains "
+            "cross-encoders (BERT, XLM-RoBERTa, ModernBERT, DeBERTa...): fine-tuning with the "
+            "reranker's prompt is not supported",
             model=os.fspath(model),
         )
 
