@@ -46,7 +46,10 @@ class YesNoScore(nn.Module):
 
     def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``(rows, 1)`` float32 scores of right-padded ``input_ids``."""
-        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        # No key/value cache: one forward pass, nothing is generated after it.
+        hidden = self.body(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
         last = (attention_mask.sum(dim=1) - 1).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
         state = hidden.gather(1, last).squeeze(1).float()
         # A product and a sum, not a MatMul: int8 quantisation (which takes MatMuls) leaves the
