@@ -34,6 +34,7 @@ from crossrank.errors import InvalidArgumentError
 
 __all__ = [
     "BACKEND_FIELDS",
+    "DEFAULT_MAX_LENGTH_CAP",
     "DEFAULT_MODEL",
     "ENV_PREFIX",
     "OPTION_GROUPS",
@@ -49,6 +50,11 @@ __all__ = [
 
 #: The model ``Reranker()`` loads when none is named.
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
+#: The default ``max_length`` is the model's limit, but at most this: LLM rerankers declare
+#: 32,768-40,960 positions, and on a CPU one pair that long costs minutes (docs/performance.md,
+#: "LLM rerankers"); 8,192 is Qwen3-Reranker's and mxbai-rerank v2's own default, and every
+#: cross-encoder crossrank tested accepts at most that (bge-reranker-v2-m3, ModernBERT: 8,192).
+DEFAULT_MAX_LENGTH_CAP = 8192
 #: Environment variables are the field names in upper case after this prefix.
 ENV_PREFIX = "CROSSRANK_"
 
@@ -167,7 +173,7 @@ class RerankerConfig(BaseSettings):
         "16 for int8-static.",
     )
     max_length: PositiveInt | None = Field(
-        None, description="Most tokens per (query, document) pair; default: the model's limit."
+        None, description="Most tokens per (query, document) pair; default: the model's limit, at most 8192."
     )
     long_documents: Literal["truncate", "windows"] = Field(
         "truncate", description="Long documents: cut at the end, or score overlapping windows (MaxP)."

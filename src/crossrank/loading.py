@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crossrank.backends import Backend, load_backend
-from crossrank.config import BACKEND_FIELDS, OPTION_GROUPS, RerankerConfig
+from crossrank.config import BACKEND_FIELDS, DEFAULT_MAX_LENGTH_CAP, OPTION_GROUPS, RerankerConfig
 from crossrank.encoding import PairEncoder
 from crossrank.errors import InvalidArgumentError
 from crossrank.model_source import resolve_model_source
@@ -121,15 +121,14 @@ def assemble(engine: Backend, config: RerankerConfig) -> Assembled:
         raise InvalidArgumentError(
             f"max_length={config.max_length} exceeds what model {config.model!r} accepts ({limit} tokens)."
         )
-    if config.window_length is not None and config.window_length > (config.max_length or limit):
-        raise InvalidArgumentError(
-            f"window_length={config.window_length} exceeds max_length={config.max_length or limit}"
-        )
+    max_length = config.max_length or min(limit, DEFAULT_MAX_LENGTH_CAP)
+    if config.window_length is not None and config.window_length > max_length:
+        raise InvalidArgumentError(f"window_length={config.window_length} exceeds max_length={max_length}")
     resolved = config.model_copy(
         update={
             "backend": engine.name,
             "device": engine.device,
-            "max_length": config.max_length or limit,
+            "max_length": max_length,
             "batch_size": config.batch_size or engine.default_batch_size,
         }
     )

@@ -77,7 +77,8 @@ def test_the_framework_packages_rank_as_the_reranker(reranker) -> None:
     ranker = CrossrankRanker(reranker=reranker, top_k=2)
     ranker.warm_up()
     hs = ranker.run(query=QUERY, documents=[HaystackDocument(content=text) for text in DOCS])["documents"]
-    assert [d.page_content for d in lc] == [n.node.get_content() for n in li] == [d.content for d in hs] == want
+    assert [d.page_content for d in lc] == [n.node.get_content() for n in li] == want
+    assert [d.content for d in hs] == want
 
 
 def test_the_command_line_ranks_and_evaluates(family_model, reranker, tmp_path) -> None:
@@ -93,7 +94,10 @@ def test_the_command_line_ranks_and_evaluates(family_model, reranker, tmp_path) 
     dataset = tmp_path / "trec"
     dataset.mkdir()
     (dataset / "qrels.txt").write_text("q1 0 a 3\nq1 0 b 0\n", encoding="utf-8")
-    hits = [{"docid": d, "text": t, "bm25_score": 1.0, "rank": i} for i, (d, t) in enumerate(zip("abcd", DOCS))]
+    hits = [
+        {"docid": docid, "text": text, "bm25_score": 1.0, "rank": rank}
+        for rank, (docid, text) in enumerate(zip("abcd", DOCS, strict=True))
+    ]
     (dataset / "bm25_top100.jsonl").write_text(json.dumps({"qid": "q1", "query": QUERY, "hits": hits}) + "\n")
     evaluated = CliRunner().invoke(
         app, ["eval", "-d", str(dataset), "-m", str(folder), "--backend", "torch", "--json"]
@@ -113,5 +117,6 @@ def test_an_instruction_reaches_the_prompt_from_the_config(family_model) -> None
     told = Reranker.from_config(config)
     default = Reranker(folder, backend="torch", device="cpu")
     assert told.instruction == "Find insect facts" and told.score(QUERY, DOCS) != default.score(QUERY, DOCS)
-    prompt = told.tokenizer.decode(told.encoder.encode(QUERY, DOCS[:1]).first[0].ids, skip_special_tokens=False)
+    ids = told.encoder.encode(QUERY, DOCS[:1]).first[0].ids
+    prompt = told.tokenizer.decode(ids, skip_special_tokens=False)
     assert "<Instruct>: Find insect facts\n<Query>: how long does a flea live\n<Document>:" in prompt

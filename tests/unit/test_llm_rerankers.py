@@ -157,16 +157,18 @@ def _mxbai_fixed(folder: Path) -> int:
     rows = mxbai_reference_ids(folder, QUERY, [""], 10_000)
     body = mxbai_reference_ids(folder, QUERY, [""], 10_000)[0]
     tokenizer = _hf_tokenizer(folder)
-    counted = len(tokenizer(f"query: {QUERY}", add_special_tokens=False)["input_ids"]) + len(
-        tokenizer("\n", add_special_tokens=False)["input_ids"]
-    ) + len(tokenizer("document: ", add_special_tokens=False)["input_ids"])
+    counted = (
+        len(tokenizer(f"query: {QUERY}", add_special_tokens=False)["input_ids"])
+        + len(tokenizer("\n", add_special_tokens=False)["input_ids"])
+        + len(tokenizer("document: ", add_special_tokens=False)["input_ids"])
+    )
     assert len(rows[0]) == len(body)
     return len(body) - counted
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_scores_equal_the_reference_code(case, backend: str) -> None:
-    name, folder, reference, true, false = case
+    _, folder, reference, true, false = case
     reranker = Reranker(folder, backend=backend, device="cpu")
     want = reference_scores(folder, reference(folder, QUERY, DOCS, 4096), true, false)
     got = reranker.score(QUERY, DOCS)
@@ -211,7 +213,7 @@ def test_an_unknown_causal_lm_is_refused_never_scored_without_its_prompt(qwen3: 
     stranger = tmp_path / "some-chat-model"
     shutil.copytree(qwen3, stranger)
     for backend in ("torch", "onnx"):
-        with pytest.raises(UnsupportedModelError, match="causal language model .* no reranking prompt"):
+        with pytest.raises(UnsupportedModelError, match=r"causal language model .* no reranking prompt"):
             Reranker(stranger, backend=backend, device="cpu")
     # Named, it runs: the family can be given where the name doesn't say it.
     named = Reranker(stranger, backend="torch", device="cpu", family="qwen3-reranker")
@@ -255,3 +257,13 @@ def test_an_exported_llm_reranker_keeps_its_family(qwen3: Path, tmp_path) -> Non
         assert exported.score(QUERY, DOCS) == original.score(QUERY, DOCS)
     with pytest.raises(InvalidArgumentError, match="no int8-static recipe"):
         export_model(qwen3, tmp_path / "static", recipes=("int8-static",))
+
+
+def test_the_default_max_length_is_the_models_limit_capped() -> None:
+    """LLM rerankers declare 32-40k positions: the default stops at 8,192 (their own default)."""
+    from crossrank.config import DEFAULT_MAX_LENGTH_CAP
+    from crossrank.testing import FakeEngine
+
+    assert Reranker.from_backend(FakeEngine(max_positions=40960)).max_length == DEFAULT_MAX_LENGTH_CAP == 8192
+    assert Reranker.from_backend(FakeEngine(max_positions=512)).max_length == 512
+    assert Reranker.from_backend(FakeEngine(max_positions=40960), max_length=16384).max_length == 16384
