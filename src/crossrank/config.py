@@ -146,7 +146,8 @@ class RerankerConfig(BaseSettings):
     # ---------------------------------------------------------------- engine: how to run it
     backend: str = Field(
         "auto",
-        description="Engine: torch, onnx, or auto (torch where the torch extra is installed, else onnx).",
+        description="Engine: torch, onnx, openvino, or auto (torch where the torch extra is installed, "
+        "else onnx).",
     )
     backend_options: dict[str, Any] | None = Field(
         None,

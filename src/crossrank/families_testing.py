@@ -36,7 +36,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from crossrank.testing import _CHARACTERS, _WORDS_TEXT, SLIM_DOCUMENTS, SLIM_QUERY
+from crossrank.testing import CHARACTERS, SLIM_DOCUMENTS, SLIM_QUERY, WORDS_TEXT
 
 __all__ = [
     "QWEN2_SPLIT_PATTERN",
@@ -58,7 +58,7 @@ QWEN2_SPLIT_PATTERN = (
 #: documents, and the answers and digits an LLM reranker reads ("yes", "no", "0"-"9").
 TINY_CORPUS = "\n".join(
     [
-        _WORDS_TEXT,
+        WORDS_TEXT,
         SLIM_QUERY,
         *SLIM_DOCUMENTS,
         "Judge whether the Document meets the requirements based on the Query and the Instruct "
@@ -77,25 +77,25 @@ _SPACE = "\u2581"  # SentencePiece's word-start mark
 #: Standard deviation of the random weights: wider than the 0.02 of real inits, so that a tiny
 #: model's logits spread over a range tests can order (with 0.02 they agree to 1e-4).
 _INITIALIZER_RANGE = 0.3
-_PUNCTUATION = ':;"()/'  # beyond crossrank.testing._CHARACTERS: what the slim documents need
+_PUNCTUATION = ':;"()/'  # beyond crossrank.testing.CHARACTERS: what the slim documents need
 
 
 def _words() -> list[str]:
     """The distinct words of the slim texts and crossrank.testing's word list, in first-seen order."""
-    text = " ".join([_WORDS_TEXT, SLIM_QUERY, *SLIM_DOCUMENTS])
+    text = " ".join([WORDS_TEXT, SLIM_QUERY, *SLIM_DOCUMENTS])
     return list(dict.fromkeys(re.findall(r"[a-z0-9]+", text.lower())))
 
 
 def _unigram_pieces() -> list[tuple[str, float]]:
     """SentencePiece-style pieces with log-probability scores: whole words (``▁word``) beat letters.
 
-    Every character of :data:`crossrank.testing._CHARACTERS` is a piece, alone and word-initial,
+    Every character of :data:`crossrank.testing.CHARACTERS` is a piece, alone and word-initial,
     so any text of those characters has a segmentation; others become the unknown token.
     """
     pieces: dict[str, float] = {_SPACE: -3.0}
     for rank, word in enumerate(_words()):
         pieces.setdefault(_SPACE + word, -6.0 - rank / 1000)
-    for character in _CHARACTERS + _PUNCTUATION:
+    for character in CHARACTERS + _PUNCTUATION:
         pieces.setdefault(_SPACE + character, -9.0)
         pieces.setdefault(character, -10.0)
     return list(pieces.items())

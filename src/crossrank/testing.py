@@ -23,21 +23,24 @@ import numpy as np
 from crossrank.encoding import EncodedBatch
 
 __all__ = [
+    "CHARACTERS",
     "SLIM_DOCUMENTS",
     "SLIM_QUERY",
+    "WORDS_TEXT",
     "FakeEngine",
     "build_tiny_cross_encoder",
     "build_torch_free_fixtures",
     "fake_tokenizer",
 ]
 
-_WORDS_TEXT = (
+#: The words and characters the tiny test tokenizers know (here and in crossrank.families_testing).
+WORDS_TEXT = (
     "the a an of to in is and for on with what how why when does do long flea fleas live life "
     "cycle year years host dog cat paris tower eiffel france capital city bread dough rest "
     "yeast coffee tea caffeine sun light earth minutes sky blue cross encoder query passage "
     "score rank document model search retrieval chunk token tokens long short hello world"
 )
-_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789.,?!'-"
+CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789.,?!'-"
 
 
 def build_tiny_cross_encoder(
@@ -62,7 +65,7 @@ def build_tiny_cross_encoder(
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
     folder = Path(directory)
-    letters = list(_CHARACTERS + extra_characters)
+    letters = list(CHARACTERS + extra_characters)
     vocab = [
         "[PAD]",
         "[UNK]",
@@ -71,7 +74,7 @@ def build_tiny_cross_encoder(
         "[MASK]",
         *letters,
         *(f"##{c}" for c in letters),
-        *_WORDS_TEXT.split(),
+        *WORDS_TEXT.split(),
     ]
     vocab = list(dict.fromkeys(vocab))
     folder.mkdir(parents=True, exist_ok=True)
@@ -103,9 +106,9 @@ def fake_tokenizer(extra_words: str = "") -> Any:
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordPiece
 
-    letters = list(_CHARACTERS)
+    letters = list(CHARACTERS)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *letters, *(f"##{c}" for c in letters)]
-    vocab += (_WORDS_TEXT + " " + extra_words).split()
+    vocab += (WORDS_TEXT + " " + extra_words).split()
     ids = {token: i for i, token in enumerate(dict.fromkeys(vocab))}
     tokenizer = Tokenizer(WordPiece(ids, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)

@@ -178,7 +178,7 @@ def test_every_subcommand_derives_the_same_options_from_the_config() -> None:
         assert ("top_n" in params) == ("ranking" in groups)
     assert set(seen) == set(RerankerConfig.model_fields)  # every field is on the command line
     assert seen["long_documents"]["shape"][2] == ("truncate", "windows")
-    assert seen["backend"]["shape"][2] == ("auto", "torch", "onnx")
+    assert seen["backend"]["shape"][2] == ("auto", "torch", "onnx", "openvino")
     assert seen["normalize"]["shape"][0] == ["--normalize", "--no-normalize"]
     assert seen["max_length"]["shape"][3] == seen["batch_size"]["shape"][3] == 1
 

@@ -104,6 +104,12 @@ _REGISTRY: dict[str, _Registered] = {
         "crossrank.backends.onnx_backend:OnnxBackend.load",
         "crossrank.backends.onnx_options:OnnxOptions",
     ),
+    # Chosen by name only: "auto" (default_backend) never picks it.
+    "openvino": _Registered(
+        "crossrank.backends.openvino_backend:OpenVinoBackend.load",
+        "crossrank.backends.openvino_options:OpenVinoOptions",
+        install="crossrank[openvino]",
+    ),
 }
 
 

@@ -10,12 +10,14 @@ for this CPU). ``onnx_file=`` names one to load as is (e.g. ``"onnx/model_qint8_
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import threading
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,16 @@ from crossrank.errors import (
 from crossrank.families import CROSS_ENCODER, FAMILIES, Family, detect_family
 from crossrank.model_source import ModelSource
 
-__all__ = ["RECIPES", "OnnxBackend", "model_folder", "onnx_cache_dir", "quantizes_per_batch"]
+__all__ = [
+    "RECIPES",
+    "OnnxBackend",
+    "OnnxModel",
+    "find_onnx_model",
+    "model_folder",
+    "onnx_cache_dir",
+    "open_onnx_file",
+    "quantizes_per_batch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +127,119 @@ def _no_onnx_file(name: str, quantize: str | None) -> BackendUnavailableError:
         "install the exporter: pip install 'crossrank[torch]'; or export the model once where torch "
         "is installed and load that folder here: crossrank export MODEL --output DIR."
     )
+
+
+@dataclass(frozen=True)
+class OnnxModel:
+    """A model's ONNX file to run and what scoring it needs: what :func:`find_onnx_model` finds.
+
+    Attributes:
+        folder: A local folder with the model's config and tokenizer, and its weights or ONNX files.
+        config: Its ``config.json``.
+        family: The model's family (:mod:`crossrank.families`).
+        tokenizer: The model's fast tokenizer (an LLM family's prompt template not yet applied).
+        pad_token_id: Token id used for padding.
+        max_positions: Longest input, in tokens, the model accepts.
+        path: The ONNX file to run.
+        per_batch_scales: Whether that file quantises activations per batch (dynamic int8): its
+            rows then depend on their batch-mates.
+        rebuild: Exports crossrank's cached file afresh, for an engine that refuses it; None for a
+            file crossrank didn't make here (a ready file, ``onnx_file``), which is never touched.
+    """
+
+    folder: Path
+    config: dict[str, Any]
+    family: Family
+    tokenizer: Tokenizer
+    pad_token_id: int
+    max_positions: int
+    path: Path
+    per_batch_scales: bool
+    rebuild: Callable[[], Path] | None
+
+
+def find_onnx_model(
+    source: ModelSource,
+    *,
+    quantize: str | None,
+    onnx_file: str | None,
+    family: str | None,
+    cache_folder: str | None,
+    revision: str | None,
+    token: Any,
+    engine: str = "ONNX Runtime",
+) -> OnnxModel:
+    """The ONNX file to run for ``source`` and ``quantize``, found (or exported and cached) as the
+    module docstring says: the one rule for every engine that runs crossrank's ONNX files.
+
+    Args:
+        source: Where the model is.
+        quantize: None for fp32, ``"int8"`` or ``"int8-static"``.
+        onnx_file: Path inside the model folder/repo of a ready ONNX file to use as is.
+        family: The model's family; None detects it (an export folder's manifest says it).
+        engine: The engine's name, for the log line saying which file it runs.
+
+    Raises:
+        ModelLoadError: The files can't be fetched, or ``onnx_file`` is not there.
+        UnsupportedModelError: More than one output label, or no ``tokenizer.json``.
+        BackendUnavailableError: No ready file, and this install can't export one.
+        InvalidArgumentError: ``quantize="int8-static"`` for an LLM reranker.
+    """
+    exporting = can_export()
+    model_dir = model_folder(
+        source,
+        cache_folder=cache_folder,
+        revision=revision,
+        token=token,
+        onnx_file=onnx_file,
+        quantize=quantize,
+        exporting=exporting,
+    )
+    exporting = exporting and has_weights(model_dir)  # a folder of ONNX files alone runs them
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    chosen = detect_family(source.name, config, family or exported_family(model_dir))
+    check_reranker_files(model_dir, config, source.name, one_label=chosen.prompt is None)
+    if chosen.prompt is not None and quantize == "int8-static":
+        raise InvalidArgumentError(
+            f"quantize='int8-static' is not available for LLM rerankers ({chosen.name}): its "
+            "calibration would need their prompt; use quantize='int8'"
+        )
+    tokenizer, pad_token_id, max_positions = tokenizer_settings(model_dir, config)
+    found = functools.partial(OnnxModel, model_dir, config, chosen, tokenizer, pad_token_id, max_positions)
+
+    if onnx_file is not None:
+        path = model_dir / onnx_file
+        if not path.is_file():
+            raise ModelLoadError(f"Model {source.name!r} has no ONNX file {onnx_file!r}", model=source.name)
+        # A file of the user's says itself whether it quantises activations per batch.
+        per_batch = quantize == "int8" or quantizes_per_batch(path)
+        return found(path, per_batch_scales=per_batch, rebuild=None)
+    ready = ready_file(model_dir, quantize, exporting=exporting)
+    if ready is not None:
+        logger.info("Scoring %r with %s on %s.", source.name, engine, ready.why)
+        # A ready-made file also says itself whether it quantises activations per batch
+        # (optimum's and ORT's dynamic int8 files do), even with no ``quantize`` given.
+        return found(ready.path, per_batch_scales=ready.per_batch_scales, rebuild=None)
+    # Without weights to export from, a shipped fp32 file is quantised here (ONNX Runtime's
+    # quantiser: no torch): the same recipe as an export's, from its optimisation on.
+    shipped = None
+    if not exporting and quantize is not None:
+        shipped = ready_file(model_dir, None, exporting=False)
+    if not exporting and shipped is None:
+        raise _no_onnx_file(source.name, quantize)
+    # A local folder is named by its absolute path, so "../m" and "/abs/m" share one export.
+    cache_name = str(model_dir.resolve()) if Path(source.location).is_dir() else source.name
+    start = shipped.path if shipped is not None else None
+    path = cached_onnx(model_dir, cache_name, config, quantize, source=start, family=chosen)
+    if shipped is not None:
+        logger.info(
+            "Scoring %r with %s on %s, quantised here to %s.", source.name, engine, shipped.why, quantize
+        )
+
+    def rebuild() -> Path:
+        return cached_onnx(model_dir, cache_name, config, quantize, source=start, family=chosen, rebuild=True)
+
+    return found(path, per_batch_scales=quantize == "int8", rebuild=rebuild)
 
 
 class OnnxBackend:
@@ -208,56 +332,16 @@ class OnnxBackend:
             )
         if model_kwargs:
             raise InvalidArgumentError("model_kwargs apply to backend='torch' only")
-        exporting = can_export()
-        model_dir = model_folder(
+        model = find_onnx_model(
             source,
+            quantize=quantize,
+            onnx_file=onnx_file,
+            family=family,
             cache_folder=cache_folder,
             revision=revision,
             token=token,
-            onnx_file=onnx_file,
-            quantize=quantize,
-            exporting=exporting,
+            engine="ONNX Runtime",
         )
-        exporting = exporting and has_weights(model_dir)  # a folder of ONNX files alone runs them
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-        chosen = detect_family(source.name, config, family or exported_family(model_dir))
-        check_reranker_files(model_dir, config, source.name, one_label=chosen.prompt is None)
-        if chosen.prompt is not None and quantize == "int8-static":
-            raise InvalidArgumentError(
-                f"quantize='int8-static' is not available for LLM rerankers ({chosen.name}): its "
-                "calibration would need their prompt; use quantize='int8'"
-            )
-        tokenizer, pad_token_id, max_positions = tokenizer_settings(model_dir, config)
-
-        if onnx_file is not None:
-            path = model_dir / onnx_file
-            if not path.is_file():
-                raise ModelLoadError(
-                    f"Model {source.name!r} has no ONNX file {onnx_file!r}", model=source.name
-                )
-        ready = None if onnx_file is not None else ready_file(model_dir, quantize, exporting=exporting)
-        # Without weights to export from, a shipped fp32 file is quantised here (ONNX Runtime's
-        # quantiser: no torch): the same recipe as an export's, from its optimisation on.
-        shipped = None
-        if ready is None and onnx_file is None and not exporting and quantize is not None:
-            shipped = ready_file(model_dir, None, exporting=False)
-        if ready is not None:
-            path = ready.path
-            logger.info("Scoring %r with ONNX Runtime on %s.", source.name, ready.why)
-        elif onnx_file is None:
-            if not exporting and shipped is None:
-                raise _no_onnx_file(source.name, quantize)
-            # A local folder is named by its absolute path, so "../m" and "/abs/m" share one export.
-            cache_name = str(model_dir.resolve()) if Path(source.location).is_dir() else source.name
-            start = shipped.path if shipped is not None else None
-            path = cached_onnx(model_dir, cache_name, config, quantize, source=start, family=chosen)
-            if shipped is not None:
-                logger.info(
-                    "Scoring %r with ONNX Runtime on %s, quantised here to %s.",
-                    source.name,
-                    shipped.why,
-                    quantize,
-                )
 
         from crossrank.cpus import usable_cpus
 
@@ -276,33 +360,25 @@ class OnnxBackend:
         providers = (
             ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
         )
-        session, path = _open_session(
+        session, path = open_onnx_file(
             lambda file: ort.InferenceSession(
                 str(file), options, providers=providers, disabled_optimizers=DISABLED_ORT_FUSIONS
             ),
-            path,
+            model.path,
             model=source.name,
-            rebuild=None
-            if onnx_file is not None or ready is not None
-            else lambda: cached_onnx(
-                model_dir, cache_name, config, quantize, source=start, family=chosen, rebuild=True
-            ),
+            rebuild=model.rebuild,
         )
         running = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
         return cls(
             session,
-            tokenizer,
-            max_positions=max_positions,
-            pad_token_id=pad_token_id,
+            model.tokenizer,
+            max_positions=model.max_positions,
+            pad_token_id=model.pad_token_id,
             device=running,
             path=path,
             quantize=quantize,
-            # A ready-made file also says itself whether it quantises activations per batch
-            # (optimum's and ORT's dynamic int8 files do), even with no ``quantize`` given.
-            per_batch_scales=ready.per_batch_scales
-            if ready is not None
-            else quantize == "int8" or (onnx_file is not None and quantizes_per_batch(path)),
-            family=chosen,
+            per_batch_scales=model.per_batch_scales,
+            family=model.family,
             model_name=source.name,
         )
 
@@ -338,7 +414,11 @@ def quantizes_per_batch(path: Path) -> bool:
     except ImportError:  # onnx is only needed to export; without it, assume the cautious answer
         logger.info("onnx is not installed, so %s can't be inspected: its requests won't be mixed.", path)
         return True
-    graph = onnx.load(str(path), load_external_data=False).graph
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as err:  # protobuf's DecodeError...: the engine's own load then says what is wrong
+        logger.info("%s can't be read as an ONNX graph (%s): its requests won't be mixed.", path, err)
+        return True
     nodes = list(graph.node)
     for node in nodes:  # ops inside control-flow subgraphs too
         for attribute in node.attribute:
@@ -346,23 +426,30 @@ def quantizes_per_batch(path: Path) -> bool:
     return any(node.op_type in _PER_BATCH_OPS for node in nodes)
 
 
-def _open_session(
-    open_file: Callable[[Path], Any], path: Path, *, model: str, rebuild: Callable[[], Path] | None
+def open_onnx_file(
+    open_file: Callable[[Path], Any],
+    path: Path,
+    *,
+    model: str,
+    rebuild: Callable[[], Path] | None,
+    engine: str = "ONNX Runtime",
 ) -> tuple[Any, Path]:
-    """``open_file(path)`` (an ONNX Runtime session), its load errors made :class:`ModelLoadError`.
+    """``open_file(path)`` (an engine's session on the file), its load errors made :class:`ModelLoadError`.
 
-    A cached export ONNX Runtime refuses is deleted and exported once more (``rebuild``); a file
-    of the user's (``rebuild=None``) is never touched.
+    A cached export the engine refuses is deleted and exported once more (``rebuild``, from
+    :attr:`OnnxModel.rebuild`); a file of the user's (``rebuild=None``) is never touched.
+    ``engine`` names the engine in the messages.
     """
     try:
         return open_file(path), path
-    except Exception as err:  # ORT's errors (InvalidProtobuf, Fail...) derive from Exception only
+    except Exception as err:  # engines' errors (ORT's InvalidProtobuf, Fail...) derive from Exception only
         if rebuild is None:
             raise ModelLoadError(
-                f"ONNX Runtime cannot load the ONNX file {path}: {type(err).__name__}: {err}", model=model
+                f"{engine} cannot load the ONNX file {path}: {type(err).__name__}: {err}", model=model
             ) from err
         logger.warning(
-            "ONNX Runtime cannot load the cached ONNX file %s (%s: %s); deleting it and exporting again.",
+            "%s cannot load the cached ONNX file %s (%s: %s); deleting it and exporting again.",
+            engine,
             path,
             type(err).__name__,
             err,
@@ -372,7 +459,6 @@ def _open_session(
         return open_file(path), path
     except Exception as err:
         raise ModelLoadError(
-            f"ONNX Runtime cannot load the ONNX file {path}, even exported afresh: "
-            f"{type(err).__name__}: {err}",
+            f"{engine} cannot load the ONNX file {path}, even exported afresh: {type(err).__name__}: {err}",
             model=model,
         ) from err

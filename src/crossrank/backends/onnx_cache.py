@@ -29,7 +29,7 @@ from crossrank.config import Quantize
 from crossrank.errors import BackendUnavailableError, ModelLoadError
 from crossrank.families import Family
 
-__all__ = ["EXPORT_VERSION", "RECIPES", "Recipe", "cached_onnx", "onnx_cache_dir"]
+__all__ = ["EXPORT_VERSION", "RECIPES", "Recipe", "cache_root", "cached_onnx", "onnx_cache_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,14 @@ logger = logging.getLogger(__name__)
 EXPORT_VERSION = "5"
 
 
+def cache_root() -> Path:
+    """crossrank's own cache: ``$CROSSRANK_CACHE`` (default ``~/.cache/crossrank``), a folder per engine."""
+    return Path(os.environ.get("CROSSRANK_CACHE") or Path.home() / ".cache" / "crossrank")
+
+
 def onnx_cache_dir() -> Path:
     """Where exported ONNX files live: ``$CROSSRANK_CACHE/onnx`` (default ``~/.cache/crossrank/onnx``)."""
-    root = os.environ.get("CROSSRANK_CACHE") or Path.home() / ".cache" / "crossrank"
-    return Path(root) / "onnx"
+    return cache_root() / "onnx"
 
 
 def _fingerprint(model_dir: Path, source: Path | None = None, family: Family | None = None) -> str:
@@ -110,7 +114,8 @@ def cached_onnx(
 
     Each file has a manifest next to it (``<file>.json``: its size and CRC-32), written at export
     and checked at every start; a file that fails the check is deleted and exported again, as is
-    one ONNX Runtime refused to load (``rebuild=True``, see :func:`_open_session`). The export runs
+    one an engine refused to load (``rebuild=True``, see
+    :func:`crossrank.backends.onnx_backend.open_onnx_file`). The export runs
     in a private build folder inside the model's cache folder (``.build-<pid>-<random>``), from
     which the manifest, then the file, are moved into place with ``os.replace``: a reader never
     sees half a file or a file without its manifest, and two processes may export at once (the

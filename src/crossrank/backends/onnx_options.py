@@ -8,7 +8,7 @@ Example:
     ...
     pydantic_core._pydantic_core.ValidationError: 1 validation error for OnnxOptions
     precision
-      Value error, precision='bf16' applies to backend='torch'; backend='onnx' runs fp32, ...
+      Value error, precision='bf16' applies to backend='torch' or backend='openvino'; backend='onnx' ...
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ class OnnxOptions(BaseModel):
     @classmethod
     def _fp32_only(cls, value: str) -> str:
         if value not in ("auto", "fp32"):
+            takers = "backend='torch' or backend='openvino'" if value == "bf16" else "backend='torch'"
             raise ValueError(
-                f"precision={value!r} applies to backend='torch'; backend='onnx' runs fp32, "
+                f"precision={value!r} applies to {takers}; backend='onnx' runs fp32, "
                 "or int8 with quantize='int8' or 'int8-static'"
             )
         return value
