@@ -11,7 +11,7 @@ scored by the trained MiniLM-L6 fixture in every system:
   own models are zip files on a hub these machines can't reach)
 * ``fastembed`` fastembed 0.9 ``TextCrossEncoder`` on the fixture exported whole as
   ``onnx/model.onnx`` fp32 (``add_custom_model`` + ``specific_model_path``)
-* ``torch``, ``onnx``, ``int8``  crossrank's backends, timed through ``Reranker.rank``
+* ``torch``, ``onnx``, ``int8``, ``openvino``  crossrank's backends, timed through ``Reranker.rank``
 * ``slim``, ``slim-int8``  crossrank's torch-free install (``pip install crossrank``, no extras)
   on the folder ``crossrank export`` writes (exported here first), fp32 and int8
 
@@ -67,6 +67,7 @@ LABELS = {
     "torch": "crossrank torch fp32",
     "onnx": "crossrank onnx fp32",
     "int8": "crossrank onnx int8",
+    "openvino": "crossrank openvino fp32",
     "slim": "crossrank slim (no torch) fp32",
     "slim-int8": "crossrank slim (no torch) int8",
 }

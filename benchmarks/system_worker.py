@@ -142,6 +142,8 @@ def load(system: str, model: str) -> Scorer:
         return _crossrank(model, backend="onnx")
     if system == "int8":
         return _crossrank(model, backend="onnx", quantize="int8")
+    if system == "openvino":
+        return _crossrank(model, backend="openvino")
     if system in ("slim", "slim-int8"):  # the torch-free install, on a `crossrank export` folder
         return _crossrank(str(_work_dir("slim", model)), quantize="int8" if system == "slim-int8" else None)
     raise SystemExit(f"unknown system {system!r}")
@@ -149,8 +151,8 @@ def load(system: str, model: str) -> Scorer:
 
 def prepare(system: str, model: str) -> None:
     """One-off work that is not part of a cold start: exports and file layouts."""
-    if system in ("onnx", "int8"):
-        load(system, model)  # exports to crossrank's ONNX cache on first use
+    if system in ("onnx", "int8", "openvino"):
+        load(system, model)  # exports to crossrank's ONNX cache (and compiles) on first use
     elif system == "flashrank":
         _flashrank_file(model, _work_dir("flashrank", model))
         return  # run by the driver in the full venv (it exports with torch); FlashRank's has none

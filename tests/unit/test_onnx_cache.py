@@ -240,7 +240,9 @@ def test_killed_export_leaves_nothing_after_the_next_start(tiny_model_dir, cache
     killed = subprocess.run([sys.executable, "-c", code, str(tiny_model_dir)], env=os.environ, check=False)
     assert killed.returncode == -signal.SIGKILL
     leftovers = _files(cache)
-    assert any("_raw_" in name for name in leftovers)  # it died mid-export, after the torch export
+    assert any(
+        "_work_" in name and name.endswith("raw.onnx") for name in leftovers
+    )  # died after the torch export
     assert all("/.build-" in name for name in leftovers), leftovers  # all inside its build folder
     old = time.time() - 3600
     for path in [*cache.rglob("*"), cache]:

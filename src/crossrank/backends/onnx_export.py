@@ -36,7 +36,14 @@ from typing import Any
 from crossrank.config import Quantize
 from crossrank.families import Family
 
-__all__ = ["build_onnx", "export_onnx", "optimize_onnx", "quantize_onnx_int8", "quantize_onnx_int8_static"]
+__all__ = [
+    "build_onnx",
+    "export_onnx",
+    "has_external_data",
+    "optimize_onnx",
+    "quantize_onnx_int8",
+    "quantize_onnx_int8_static",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,34 +78,35 @@ def build_onnx(
 
     Export (or, with ``source``, start from that ready fp32 file, left as is), then fuse; with
     ``quantize="int8"`` or ``"int8-static"`` fuse with the approximate GELU and quantise (the fp32
-    file keeps the exact GELU). The intermediate files sit next to ``target`` under names private
-    to this process and thread, and are removed whatever happens.
+    file keeps the exact GELU). The intermediate files sit in a folder next to ``target`` private to
+    this process and thread, removed whatever happens. A model over 2 GB (bge-reranker-v2-m3 is
+    2.3 GB in fp32) keeps an fp32 file's weights in ``<target>.data`` beside it.
     """
     if quantize is not None and quantize not in typing.get_args(Quantize):
         raise ValueError(f"no ONNX recipe for quantize={quantize!r}")
-    made = target.with_name(f"{target.stem}_raw_{os.getpid()}_{threading.get_ident()}.onnx")
-    raw = source if source is not None else made
     if family is not None and family.prompt is not None:
         _build_llm_onnx(model_dir, target, quantize=quantize, source=source, family=family)
         return
+    # Intermediate files in a private folder: a model over 2 GB comes out of torch as one file per
+    # tensor, and its fused file keeps its weights in a ".data" file beside it.
+    work = target.with_name(f".{target.stem}_work_{os.getpid()}_{threading.get_ident()}")
+    work.mkdir(parents=True, exist_ok=True)
     try:
+        raw = source if source is not None else work / "raw.onnx"
         if source is None:
             export_onnx(model_dir, raw, first_token_only=first_token_only)
         if quantize is not None:
-            fast = made.with_name(made.stem + "_fastgelu.onnx")
-            try:
-                # Static int8 reaches attention's projections only when it is left unfused.
-                optimize_onnx(raw, fast, config, approximate_gelu=True, fuse_attention=quantize == "int8")
-                if quantize == "int8":
-                    quantize_onnx_int8(fast, target)
-                else:
-                    quantize_onnx_int8_static(fast, target, model_dir, config)
-            finally:
-                fast.unlink(missing_ok=True)
+            fast = work / "fastgelu.onnx"
+            # Static int8 reaches attention's projections only when it is left unfused.
+            optimize_onnx(raw, fast, config, approximate_gelu=True, fuse_attention=quantize == "int8")
+            if quantize == "int8":
+                quantize_onnx_int8(fast, target)
+            else:
+                quantize_onnx_int8_static(fast, target, model_dir, config)
         else:
             optimize_onnx(raw, target, config)
     finally:
-        made.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _build_llm_onnx(
@@ -250,10 +258,18 @@ def optimize_onnx(
     # ORT's basic graph pass first, as optimize_model's default opt_level=1 runs it, but here:
     # optimize_model imports torch for it (to tell ROCm from CUDA), and this runs without torch.
     basic = target.with_name(f"{target.stem}_basic_{os.getpid()}_{threading.get_ident()}.onnx")
+    large = has_external_data(source)
     try:
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         session_options.optimized_model_filepath = str(basic)
+        if large:  # over 2 GB: the weights can't be in the file
+            session_options.add_session_config_entry(
+                "session.optimized_model_external_initializers_file_name", basic.name + ".data"
+            )
+            session_options.add_session_config_entry(
+                "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+            )
         ort.InferenceSession(
             str(source),
             session_options,
@@ -270,10 +286,39 @@ def optimize_onnx(
         )
     finally:
         basic.unlink(missing_ok=True)
+        basic.with_name(basic.name + ".data").unlink(missing_ok=True)
     logger.info("ONNX fusions: %s", optimized.get_fused_operator_statistics())
-    partial = _atomic_target(target)
-    optimized.save_model_to_file(str(partial))
-    os.replace(partial, target)
+    if not large:
+        partial = _atomic_target(target)
+        optimized.save_model_to_file(str(partial))
+        os.replace(partial, target)
+        return
+    # Saved under its final name in a private folder (the ".data" file is named after it), then
+    # the weights and the graph are moved beside ``target``, the graph last.
+    staging = target.with_name(f".{target.stem}_save_{os.getpid()}_{threading.get_ident()}")
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        optimized.save_model_to_file(str(staging / target.name), use_external_data_format=True)
+        os.replace(staging / (target.name + ".data"), target.with_name(target.name + ".data"))
+        os.replace(staging / target.name, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def has_external_data(path: Path) -> bool:
+    """Whether the ONNX file ``path`` keeps (some of) its weights in other files: models over 2 GB.
+
+    Example:
+        >>> import tempfile, onnx
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     onnx.save(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [])), f"{folder}/m.onnx")
+        ...     has_external_data(Path(folder) / "m.onnx")
+        False
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in graph.initializer)
 
 
 def quantize_onnx_int8(source: Path, target: Path) -> None:
