@@ -324,3 +324,50 @@ def test_interrupted_run_resumes_without_rescoring_or_losing_pairs(
         got = [scores[(record["qid"], h["docid"])] for h in record["hits"]]
         assert got == pytest.approx(alone, abs=1e-5)
     assert len(Path(report["run"]).read_text().splitlines()) == 4300
+
+
+# --------------------------------------------------------------------------- an LLM reranker
+
+
+@pytest.mark.real_model
+def test_an_llm_reranker_scores_through_ray_data_as_alone(ray_local, tmp_path: Path) -> None:
+    """A tiny Qwen3-Reranker with an instruction: every pair Ray's actors score is Reranker.score's."""
+    import pyarrow.parquet as pq
+
+    from crossrank.families_testing import build_tiny_qwen3_reranker
+
+    model = build_tiny_qwen3_reranker(tmp_path / "Qwen3-Reranker-tiny")
+    records = [
+        {
+            "qid": "q1",
+            "query": "how long does a flea live",
+            "hits": [
+                {"docid": f"d{i}", "text": text}
+                for i, text in enumerate(
+                    ["fleas live a year", "the eiffel tower is in paris", "bread dough rests"]
+                )
+            ],
+        },
+        {
+            "qid": "q2",
+            "query": "capital of france",
+            "hits": [
+                {"docid": f"e{i}", "text": text} for i, text in enumerate(["paris is the capital", "tea"])
+            ],
+        },
+    ]
+    source = _write_jsonl(tmp_path / "in.jsonl", records)
+    config = RerankerConfig(model=str(model), device="cpu", backend="torch", instruction="Find facts")
+    report = rerank_batch(
+        source, tmp_path / "out.parquet", reranker=config, ray_config=RayConfig(actors=1, num_cpus=0.5)
+    )
+    assert (report.queries, report.pairs_scored, report.bad_records) == (2, 5, 0)
+    got = {
+        (row["qid"], row["id"]): row["score"] for row in pq.read_table(tmp_path / "out.parquet").to_pylist()
+    }
+    alone = Reranker.from_config(config)
+    assert alone.family == "qwen3-reranker"
+    for record in records:
+        scores = alone.score(record["query"], [hit["text"] for hit in record["hits"]])
+        for hit, score in zip(record["hits"], scores, strict=True):
+            assert abs(got[(record["qid"], hit["docid"])] - score) <= 1e-5

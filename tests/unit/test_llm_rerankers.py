@@ -267,3 +267,18 @@ def test_the_default_max_length_is_the_models_limit_capped() -> None:
     assert Reranker.from_backend(FakeEngine(max_positions=40960)).max_length == DEFAULT_MAX_LENGTH_CAP == 8192
     assert Reranker.from_backend(FakeEngine(max_positions=512)).max_length == 512
     assert Reranker.from_backend(FakeEngine(max_positions=40960), max_length=16384).max_length == 16384
+
+
+def test_windows_mode_scores_an_llm_rerankers_long_chunks(qwen3: Path) -> None:
+    """long_documents="windows" on an LLM reranker: each window goes through the prompt (the fixed
+    pieces around it); a chunk that fits scores as in truncate mode, bit for bit."""
+    fixed = Reranker(qwen3, backend="torch", device="cpu").tokenizer.num_special_tokens_to_add(is_pair=True)
+    options = {"backend": "torch", "device": "cpu", "max_length": fixed + 120}
+    long_doc = "fleas live two to three months, up to a year with a host. " * 30
+    cut = Reranker(qwen3, **options).score(QUERY, [DOCS[1], long_doc])
+    windows = Reranker(qwen3, long_documents="windows", **options)
+    scores = windows.score(QUERY, [DOCS[1], long_doc])
+    assert scores[0] == cut[0]
+    pairs = windows.encoder.encode(QUERY, [long_doc], windows=True)
+    assert pairs.extra and all(len(window) <= fixed + 120 for window in pairs.extra)
+    assert all(window.ids[-3:] == pairs.first[0].ids[-3:] for window in pairs.extra)  # the suffix closes each
