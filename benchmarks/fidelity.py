@@ -39,7 +39,7 @@ from rich.progress import track
 from rich.table import Table
 
 from crossrank import Reranker
-from crossrank.cpu import cpu_summary
+from crossrank.cpus import cpu_summary
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"

@@ -32,7 +32,7 @@ from rich.table import Table
 
 from crossrank import Reranker
 from crossrank.backends.onnx_export import export_onnx, optimize_onnx
-from crossrank.cpu import cpu_summary
+from crossrank.cpus import cpu_summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fidelity import measure

@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crossrank import Reranker
-from crossrank.cpu import cpu_summary
+from crossrank.cpus import cpu_summary
 from crossrank.families_testing import QWEN2_SPLIT_PATTERN
 
 HERE = Path(__file__).resolve().parent

@@ -54,7 +54,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from crossrank.cpu import cpu_summary
+from crossrank.cpus import cpu_summary
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"

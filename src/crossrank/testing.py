@@ -230,7 +230,7 @@ def build_torch_free_fixtures(directory: str | os.PathLike[str]) -> Path:
     from crossrank import Reranker
     from crossrank.backends.onnx_export import export_onnx
     from crossrank.backends.onnx_files import EXPORTED_FILES, INT8_FILES
-    from crossrank.cpu import cpu_features
+    from crossrank.cpus import cpu_features
     from crossrank.export import export_model
 
     root = Path(directory)

@@ -21,7 +21,7 @@ from crossrank import (
     Reranker,
     RerankerConfig,
 )
-from crossrank.cpu import cpu_features
+from crossrank.cpus import cpu_features
 
 pytest.importorskip("openvino", reason="backend='openvino' needs the openvino extra")  # in the test extra
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from crossrank.cpu import cpu_features
+from crossrank.cpus import cpu_features
 
 __all__ = [
     "EXPORTED_FILES",

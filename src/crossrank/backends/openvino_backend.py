@@ -43,8 +43,7 @@ from tokenizers import Tokenizer
 from crossrank.backends.onnx_backend import find_onnx_model, open_onnx_file
 from crossrank.backends.onnx_cache import RECIPES, cache_root
 from crossrank.backends.openvino_options import Precision
-from crossrank.cpu import cpu_summary
-from crossrank.cpus import usable_cpus
+from crossrank.cpus import cpu_summary, usable_cpus
 from crossrank.encoding import EncodedBatch
 from crossrank.errors import InvalidArgumentError, ModelLoadError
 from crossrank.families import CROSS_ENCODER, FAMILIES, Family
