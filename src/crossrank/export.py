@@ -90,6 +90,7 @@ def export_model(
         EXPORTED_FILES,
         can_export,
         check_reranker_files,
+        transformers_tokenizer,
     )
     from crossrank.families import detect_family
     from crossrank.model_source import resolve_model_source
@@ -147,6 +148,11 @@ def export_model(
         for name in _KEPT:
             if (model_dir / name).is_file():
                 shutil.copyfile(model_dir / name, staged / name)
+        # The tokenizer the torch backend and sentence-transformers use (transformers'), so the
+        # folder tokenises as they do wherever it runs (see onnx_files.tokenizer_settings).
+        built = transformers_tokenizer(model_dir)
+        if built is not None:
+            built.save(str(staged / "tokenizer.json"))
         files = {}
         for recipe in recipes:
             if progress is not None:

@@ -5,8 +5,8 @@ CLS-pooling variant) and DeBERTa-v2 (mxbai-rerank v1), as tiny random models of
 :mod:`crossrank.families_testing`, each built once per module: torch and ONNX fp32 give
 ``CrossEncoder.predict``'s logits (identity activation) to 1e-4 and its order, int8 and static
 int8 stay within a bound measured on these models, and ``normalize=True`` is the sigmoid of the
-logits. One strict xfail records a known crossrank bug: torch and ONNX tokenise with different
-pipelines when transformers 5 rebuilds a tokenizer unlike its ``tokenizer.json``.
+logits. Where transformers 5 rebuilds a tokenizer unlike its ``tokenizer.json``, ONNX (and a
+``crossrank export`` folder) still tokenise as torch and sentence-transformers do.
 """
 
 from __future__ import annotations
@@ -188,18 +188,6 @@ def test_only_xlm_roberta_runs_the_first_token_last_layer(family: tuple[str, Pat
     assert swapped == (name == "xlm-roberta")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "crossrank bug: backend='torch' tokenises with transformers' tokenizer "
-        "(TorchBackend: CrossEncoder.tokenizer.backend_tokenizer), backend='onnx' with the folder's "
-        "tokenizer.json (onnx_files.tokenizer_settings: Tokenizer.from_file). transformers 5 rebuilds "
-        "XLMRobertaTokenizer's pre-tokeniser as WhitespaceSplit + Metaspace whatever tokenizer.json "
-        "says, so for a tokenizer.json that has a bare Metaspace, runs of spaces, tabs, line breaks and "
-        "trailing spaces give other ids (and logits 0.04-0.25 apart here) on ONNX than on torch and "
-        "CrossEncoder"
-    ),
-)
 def test_onnx_tokenises_like_torch_when_transformers_rebuilds_the_tokenizer(
     tmp_path: Path,
 ) -> None:
@@ -214,6 +202,12 @@ def test_onnx_tokenises_like_torch_when_transformers_rebuilds_the_tokenizer(
     torch_scores = Reranker(folder, backend="torch", device="cpu").score("capital of france", docs)
     onnx_scores = Reranker(folder, backend="onnx", device="cpu").score("capital of france", docs)
     assert np.max(np.abs(np.subtract(onnx_scores, torch_scores))) <= 1e-4
+    # A `crossrank export` folder carries transformers' tokenizer, so it scores the same anywhere.
+    from crossrank.export import export_model
+
+    exported = export_model(folder, tmp_path / "exported", recipes=("fp32",)).folder
+    exported_scores = Reranker(exported, backend="onnx", device="cpu").score("capital of france", docs)
+    assert np.max(np.abs(np.subtract(exported_scores, torch_scores))) <= 1e-4
 
 
 def test_builders_doctests(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from crossrank.backends.onnx_cache import RECIPES, cached_onnx, onnx_cache_dir
+from crossrank.backends.onnx_cache import EXPORTED_TOKENIZER, RECIPES, cached_onnx, onnx_cache_dir
 from crossrank.backends.onnx_files import (
     can_export,
     check_reranker_files,
@@ -239,6 +239,12 @@ def find_onnx_model(
     def rebuild() -> Path:
         return cached_onnx(model_dir, cache_name, config, quantize, source=start, family=chosen, rebuild=True)
 
+    kept = path.with_name(EXPORTED_TOKENIZER)  # an export's: the tokenizer torch scores with
+    if start is None and kept.is_file():
+        tokenizer = Tokenizer.from_file(str(kept))
+        found = functools.partial(
+            OnnxModel, model_dir, config, chosen, tokenizer, pad_token_id, max_positions
+        )
     return found(path, per_batch_scales=quantize == "int8", rebuild=rebuild)
 
 

@@ -29,13 +29,24 @@ from crossrank.config import Quantize
 from crossrank.errors import BackendUnavailableError, ModelLoadError
 from crossrank.families import Family
 
-__all__ = ["EXPORT_VERSION", "RECIPES", "Recipe", "cache_root", "cached_onnx", "onnx_cache_dir"]
+__all__ = [
+    "EXPORTED_TOKENIZER",
+    "EXPORT_VERSION",
+    "RECIPES",
+    "Recipe",
+    "cache_root",
+    "cached_onnx",
+    "onnx_cache_dir",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Bump when the export recipe or the cache's layout changes, so old cached files are not reused.
-#: 5: a manifest (size, CRC-32) next to each file.
-EXPORT_VERSION = "5"
+#: 5: a manifest (size, CRC-32) next to each file. 6: transformers' tokenizer kept beside them.
+EXPORT_VERSION = "6"
+#: The tokenizer transformers builds for the model, kept beside an export (from weights): the
+#: ONNX backend runs it, as the torch backend does (see onnx_files.tokenizer_settings).
+EXPORTED_TOKENIZER = "tokenizer.json"
 
 
 def cache_root() -> Path:
@@ -162,6 +173,13 @@ def cached_onnx(
         built = build / wanted.name
         build_onnx(model_dir, built, config, quantize=quantize, source=source, family=family)
         _write_manifest(built)
+        if source is None:  # exported from the weights: keep the tokenizer torch would use
+            from crossrank.backends.onnx_files import transformers_tokenizer
+
+            kept = transformers_tokenizer(model_dir)
+            if kept is not None:
+                kept.save(str(build / EXPORTED_TOKENIZER))
+                os.replace(build / EXPORTED_TOKENIZER, folder / EXPORTED_TOKENIZER)
         weights = built.with_name(built.name + ".data")  # an LLM over 2 GB keeps its weights apart
         if weights.is_file():
             os.replace(weights, wanted.with_name(weights.name))

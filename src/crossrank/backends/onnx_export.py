@@ -102,7 +102,7 @@ def build_onnx(
             if quantize == "int8":
                 quantize_onnx_int8(fast, target)
             else:
-                quantize_onnx_int8_static(fast, target, model_dir, config)
+                quantize_onnx_int8_static(fast, target, model_dir, config, as_transformers=source is None)
         else:
             optimize_onnx(raw, target, config)
     finally:
@@ -362,7 +362,9 @@ def calibration_pairs() -> list[tuple[str, str]]:
     ]
 
 
-def quantize_onnx_int8_static(source: Path, target: Path, model_dir: Path, config: dict[str, Any]) -> None:
+def quantize_onnx_int8_static(
+    source: Path, target: Path, model_dir: Path, config: dict[str, Any], *, as_transformers: bool = False
+) -> None:
     """Static int8: activation scales fixed from :func:`calibration_pairs` (MinMax ranges).
 
     The MatMuls get int8 weights (per channel, 7-bit, as :func:`quantize_onnx_int8`) and uint8
@@ -388,11 +390,12 @@ def quantize_onnx_int8_static(source: Path, target: Path, model_dir: Path, confi
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from crossrank.backends.onnx_files import tokenizer_settings
+    from crossrank.backends.onnx_files import tokenizer_settings, transformers_tokenizer
 
-    # The run time's tokenizer (tokenizer.json; no transformers), cutting the passage only and
-    # padding each chunk of 16 pairs to its longest.
-    tokenizer, pad_token_id, positions = tokenizer_settings(model_dir, config)
+    # The run time's tokenizer (transformers' where the weights were exported here, else
+    # tokenizer.json), cutting the passage only and padding each chunk of 16 pairs to its longest.
+    built = transformers_tokenizer(model_dir) if as_transformers else None
+    tokenizer, pad_token_id, positions = tokenizer_settings(model_dir, config, tokenizer=built)
     tokenizer.enable_truncation(max_length=min(512, positions), strategy="only_second")
     tokenizer.enable_padding(pad_id=pad_token_id)
     pairs = calibration_pairs()

@@ -46,6 +46,7 @@ __all__ = [
     "pick_int8_file",
     "ready_file",
     "tokenizer_settings",
+    "transformers_tokenizer",
 ]
 
 #: The manifest ``crossrank export`` writes at the top of its folder.
@@ -251,11 +252,21 @@ def hub_patterns(quantize: str | None, *, exporting: bool) -> list[str]:
     return wanted
 
 
-def tokenizer_settings(model_dir: Path, config: dict[str, Any]) -> tuple[Tokenizer, int, int]:
-    """The model's fast tokenizer (``tokenizer.json``), its pad token id and the longest input the
-    model accepts: what the ONNX backend runs with, and static int8 calibrates with."""
-    tokenizer_file = model_dir / "tokenizer.json"  # there: check_reranker_files
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+def tokenizer_settings(
+    model_dir: Path, config: dict[str, Any], *, tokenizer: Tokenizer | None = None
+) -> tuple[Tokenizer, int, int]:
+    """The model's fast tokenizer (``tokenizer.json``, or ``tokenizer`` where given), its pad token
+    id and the longest input the model accepts: what the ONNX backend runs with, and static int8
+    calibrates with.
+
+    Where crossrank exports the weights itself, it keeps the tokenizer transformers builds
+    (:func:`transformers_tokenizer`) beside the export and runs that one, as the torch backend and
+    sentence-transformers do: transformers 5 rebuilds some tokenizers (XLM-RoBERTa's, DeBERTa-v2's)
+    from its own classes, and a ``tokenizer.json`` that says otherwise would tokenise runs of spaces
+    or line breaks differently. ``crossrank export`` writes it as the folder's ``tokenizer.json``.
+    """
+    if tokenizer is None:
+        tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))  # there: check_reranker_files
     settings_file = model_dir / "tokenizer_config.json"
     settings = json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.is_file() else {}
     pad = settings.get("pad_token")
@@ -270,3 +281,11 @@ def tokenizer_settings(model_dir: Path, config: dict[str, Any]) -> tuple[Tokeniz
     if isinstance(declared, int) and 0 < declared < positions:
         positions = declared
     return tokenizer, int(pad_id), positions
+
+
+def transformers_tokenizer(model_dir: Path) -> Tokenizer | None:
+    """The fast tokenizer transformers builds for ``model_dir`` (None if it builds no fast one)."""
+    from transformers import AutoTokenizer
+
+    built = getattr(AutoTokenizer.from_pretrained(model_dir), "backend_tokenizer", None)
+    return built if isinstance(built, Tokenizer) else None
