@@ -320,7 +320,7 @@ class RerankerConfig(BaseSettings):
 
         Example:
             >>> RerankerConfig(backend="onnx", quantize="int8").engine_options()
-            {'quantize': 'int8', 'onnx_file': None, 'precision': 'auto'}
+            {'quantize': 'int8', 'onnx_file': None, 'precision': 'auto', 'family': None}
         """
         from crossrank.backends import check_backend_options
 

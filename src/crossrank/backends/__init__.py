@@ -187,7 +187,7 @@ def backend_option_names(name: str) -> tuple[str, ...]:
 
     Example:
         >>> backend_option_names("onnx")
-        ('quantize', 'onnx_file', 'precision')
+        ('quantize', 'onnx_file', 'precision', 'family')
     """
     model = _options_model(name)
     return tuple(model.model_fields) if model is not None else ()
