@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import statistics
 import sys
 import time
@@ -32,19 +31,15 @@ from rich.console import Console
 from rich.table import Table
 
 from crossrank import Reranker
-from crossrank.cpus import cpu_summary
+from crossrank.cpus import cpu_summary, usable_cpus
 from crossrank.families_testing import QWEN2_SPLIT_PATTERN
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from system_worker import peak_rss_mb  # the one definition (VmHWM)
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
 console = Console(width=None if sys.stdout.isatty() else 160)
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def corpus_texts(data: Path) -> list[str]:
@@ -297,7 +292,7 @@ def head_and_length(folder: Path) -> dict:
     ids = torch.randint(100, 30000, (4, 160))
     mask = torch.ones_like(ids)
     out: dict[str, float] = {}
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.set_num_threads(usable_cpus())
 
     def timed(fn) -> float:
         fn()

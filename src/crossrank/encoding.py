@@ -219,10 +219,9 @@ class PairEncoder:
             further windows.
         """
         if self.prompt is not None:
-            query = self.prompt.query_text(query, self.instruction)
             documents = [self.prompt.document_text(document) for document in documents]
         budget = self.max_length - self._num_special
-        query_enc = self._encode_texts([query], "the query")[0]
+        query_enc = self._encode_texts([self._query_part(query)], "the query")[0]
         if len(query_enc) > budget // 2:
             logger.warning(
                 "The query has %d tokens, more than half of max_length=%d; it is cut to %d tokens.",
@@ -282,10 +281,12 @@ class PairEncoder:
             >>> encoder.document_room("how long does a flea live")  # doctest: +SKIP
             503
         """
-        if self.prompt is not None:
-            query = self.prompt.query_text(query, self.instruction)
         budget = self.max_length - self._num_special
-        return budget - min(self.count_tokens(query), budget // 2)
+        return budget - min(self.count_tokens(self._query_part(query)), budget // 2)
+
+    def _query_part(self, query: str) -> str:
+        """``query`` as the pair's first text: itself, or an LLM reranker's prompt's query part."""
+        return query if self.prompt is None else self.prompt.query_text(query, self.instruction)
 
     def fit(
         self,

@@ -163,6 +163,16 @@ class Family:
     model_types: frozenset[str] = frozenset()
     names: tuple[str, ...] = ()
 
+    def pair_tokenizer(self, tokenizer: Tokenizer, model: str) -> Tokenizer:
+        """What an engine of this family encodes pairs with: ``tokenizer`` itself for a
+        cross-encoder, a copy with the prompt's fixed pieces as its pair template for an LLM one
+        (:meth:`PromptFormat.template_tokenizer`).
+
+        Raises:
+            UnsupportedModelError: An LLM family's true or false token is not one token of it.
+        """
+        return tokenizer if self.prompt is None else self.prompt.template_tokenizer(tokenizer, model)
+
 
 _QWEN_SYSTEM = "<|im_start|>system\n{}<|im_end|>\n<|im_start|>user\n"
 

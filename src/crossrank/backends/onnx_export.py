@@ -51,6 +51,13 @@ logger = logging.getLogger(__name__)
 OPSET = 17
 
 
+def _private_folder(target: Path, what: str) -> Path:
+    """A new folder next to ``target`` for this process and thread alone (the caller removes it)."""
+    folder = target.with_name(f".{target.stem}_{what}_{os.getpid()}_{threading.get_ident()}")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _atomic_target(path: Path) -> Path:
     """A temporary file next to ``path``; the caller moves it into place when complete, so a
     crash or a concurrent export never leaves a half-written file under the final name."""
@@ -89,8 +96,7 @@ def build_onnx(
         return
     # Intermediate files in a private folder: a model over 2 GB comes out of torch as one file per
     # tensor, and its fused file keeps its weights in a ".data" file beside it.
-    work = target.with_name(f".{target.stem}_work_{os.getpid()}_{threading.get_ident()}")
-    work.mkdir(parents=True, exist_ok=True)
+    work = _private_folder(target, "work")
     try:
         raw = source if source is not None else work / "raw.onnx"
         if source is None:
@@ -122,8 +128,7 @@ def _build_llm_onnx(
 
     if quantize == "int8-static":
         raise ValueError(f"no int8-static recipe for LLM rerankers ({family.name})")
-    work = target.with_name(f".{target.stem}_raw_{os.getpid()}_{threading.get_ident()}")
-    work.mkdir(parents=True, exist_ok=True)
+    work = _private_folder(target, "work")
     try:
         raw = source if source is not None else work / "model.onnx"
         if source is None:
@@ -295,8 +300,7 @@ def optimize_onnx(
         return
     # Saved under its final name in a private folder (the ".data" file is named after it), then
     # the weights and the graph are moved beside ``target``, the graph last.
-    staging = target.with_name(f".{target.stem}_save_{os.getpid()}_{threading.get_ident()}")
-    staging.mkdir(parents=True, exist_ok=True)
+    staging = _private_folder(target, "save")
     try:
         optimized.save_model_to_file(str(staging / target.name), use_external_data_format=True)
         os.replace(staging / (target.name + ".data"), target.with_name(target.name + ".data"))

@@ -113,9 +113,7 @@ class OpenVinoBackend:
         #: What kind of reranker this is (:mod:`crossrank.families`), and its prompt if an LLM one.
         self.family = family or FAMILIES[CROSS_ENCODER]
         self.prompt = self.family.prompt
-        self.tokenizer = tokenizer
-        if self.prompt is not None:  # the prompt's fixed pieces become the pair template
-            self.tokenizer = self.prompt.template_tokenizer(tokenizer, model_name)
+        self.tokenizer = self.family.pair_tokenizer(tokenizer, model_name)
         self.max_positions = max_positions
         self.pad_token_id = pad_token_id
         self.uses_token_type_ids = "token_type_ids" in self._inputs

@@ -176,9 +176,7 @@ class TorchBackend:
         #: What kind of reranker this is (:mod:`crossrank.families`), and its prompt if an LLM one.
         self.family = family or FAMILIES[CROSS_ENCODER]
         self.prompt = self.family.prompt
-        self.tokenizer = backend_tokenizer
-        if self.prompt is not None:  # the prompt's fixed pieces become the pair template
-            self.tokenizer = self.prompt.template_tokenizer(backend_tokenizer, model_name)
+        self.tokenizer = self.family.pair_tokenizer(backend_tokenizer, model_name)
         self.max_positions = max_positions
         self.pad_token_id = int(hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else 0)
         self.uses_token_type_ids = "token_type_ids" in hf_tokenizer.model_input_names
