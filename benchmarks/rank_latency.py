@@ -4,6 +4,8 @@ Inputs: the 43 TREC DL 2019 queries with their BM25 top 20 (latency) and top 100
 scored by the trained MiniLM-L6 fixture in every system:
 
 * ``st``        sentence-transformers ``CrossEncoder``, torch fp32: the reference
+* ``st-bf16``   the same with bf16 weights (``model_kwargs={"dtype": torch.bfloat16}``): the fair
+  anchor on CPUs with native bf16 (AMX, AVX512-BF16); elsewhere torch emulates bf16, slowly
 * ``st-onnx``   sentence-transformers ``CrossEncoder(backend="onnx")`` (needs the separate venv of
   ``benchmarks/setup_st_onnx.sh``: optimum-onnx pins transformers < 5; ``--st-onnx-python``)
 * ``flashrank`` FlashRank 0.2.10, given an int8 ONNX file of the fixture in its local model
@@ -11,7 +13,10 @@ scored by the trained MiniLM-L6 fixture in every system:
   own models are zip files on a hub these machines can't reach)
 * ``fastembed`` fastembed 0.9 ``TextCrossEncoder`` on the fixture exported whole as
   ``onnx/model.onnx`` fp32 (``add_custom_model`` + ``specific_model_path``)
-* ``torch``, ``onnx``, ``int8``, ``openvino``  crossrank's backends, timed through ``Reranker.rank``
+* ``auto``      crossrank as it comes: ``backend="auto"``, the per-CPU choice (``crossrank.backends.choice``)
+* ``torch``, ``torch-bf16``, ``onnx``, ``int8``, ``int8-static``, ``openvino``, ``openvino-bf16``
+  crossrank's backends and precisions, timed through ``Reranker.rank``; ``openvino-int8`` is
+  OpenVINO on the int8-static (QDQ) file of a ``crossrank export`` folder
 * ``slim``, ``slim-int8``  crossrank's torch-free install (``pip install crossrank``, no extras)
   on the folder ``crossrank export`` writes (exported here first), fp32 and int8
 
@@ -29,6 +34,8 @@ Each system lives in its own process (``system_worker.py``), started after its o
    apart: torch's OpenMP and ONNX Runtime's thread pools spin for a while after a call, and in
    one shared machine that would steal the cores from the next system's call, which a reranker
    alone in its worker never suffers;
+   Fidelity, against the reference: the largest logit difference, and the queries whose top-3
+   *set* is the reference's (what reaches the LLM; nDCG@10 hides a swapped chunk);
 3. throughput: every query's top 100, the same way, once; docs/s = passages / scoring time;
 4. peak RSS of each process after the top-20 passes, and again after the top-100 one;
 5. the size of each system's site-packages (the venv its Python runs in).
@@ -61,13 +68,19 @@ SHARED = HERE.parent.parent / "shared"
 WORKER = HERE / "system_worker.py"
 LABELS = {
     "st": "ST torch fp32 (ref)",
+    "st-bf16": "ST torch bf16 weights",
     "st-onnx": "ST onnx fp32",
     "flashrank": "FlashRank 0.2.10 int8",
     "fastembed": "fastembed 0.9 fp32",
+    "auto": "crossrank auto (the default)",
     "torch": "crossrank torch fp32",
+    "torch-bf16": "crossrank torch bf16 weights",
     "onnx": "crossrank onnx fp32",
     "int8": "crossrank onnx int8",
+    "int8-static": "crossrank onnx int8-static",
     "openvino": "crossrank openvino fp32",
+    "openvino-bf16": "crossrank openvino bf16",
+    "openvino-int8": "crossrank openvino int8-static file",
     "slim": "crossrank slim (no torch) fp32",
     "slim-int8": "crossrank slim (no torch) int8",
 }
@@ -180,6 +193,11 @@ def site_packages_mib(python: str) -> float:
     return total / 2**20
 
 
+def top3(scores: list[float]) -> set[int]:
+    """The positions of the 3 best scores (ties: the earlier position first)."""
+    return set(np.argsort(-np.asarray(scores), kind="stable")[:3].tolist())
+
+
 def ndcg10(scores: dict[str, list[float]], queries: list, depth: int, qrels: list) -> float:
     run = {
         qid: {hit["docid"]: s for hit, s in zip(hits[:depth], scores[qid], strict=True)}
@@ -261,6 +279,7 @@ def main() -> None:
     figures: dict[str, dict] = {}
     for name in names:
         diffs = [np.max(np.abs(np.subtract(scores[name][q], scores["st"][q]))) for q in scores[name]]
+        same_top3 = sum(top3(scores[name][q]) == top3(scores["st"][q]) for q in scores[name])
         figures[name] = {
             "system": LABELS[name],
             "median_ms": statistics.median(times[name]),
@@ -268,6 +287,7 @@ def main() -> None:
             "docs_per_s_top20": 20 * len(times[name]) / (sum(times[name]) / 1000),
             "ndcg@10_top20": ndcg10(scores[name], queries, 20, qrels),
             "max_abs_diff": None if name == "flashrank" else float(max(diffs)),  # FlashRank: sigmoid
+            "top3_same_as_ref": same_top3,
             "speedup": reference / statistics.median(times[name]),
             "cold_start_s": statistics.median(cold[name]),
             "peak_rss_mb_top20": rss20[name],
@@ -299,7 +319,10 @@ def print_tables(figures: dict[str, dict], args: argparse.Namespace, num_queries
         f"model {Path(args.model).name}",
         title_justify="left",
     )
-    for column in ("system", "median ms", "p95 ms", "docs/s", "nDCG@10", "max |Δ| vs ref", "speed-up"):
+    bf16 = figures.get("st-bf16")
+    columns = ["system", "median ms", "p95 ms", "docs/s", "nDCG@10", "max |Δ| vs ref", "top-3 = ref"]
+    columns += ["speed-up", *(["x ST bf16"] if bf16 else [])]
+    for column in columns:
         latency.add_column(column, justify="left" if column == "system" else "right")
     for f in figures.values():
         latency.add_row(
@@ -309,7 +332,9 @@ def print_tables(figures: dict[str, dict], args: argparse.Namespace, num_queries
             f"{f['docs_per_s_top20']:.0f}",
             f"{f['ndcg@10_top20']:.4f}",
             "sigmoid" if f["max_abs_diff"] is None else f"{f['max_abs_diff']:.1e}",
+            f"{f['top3_same_as_ref']}/{num_queries}",
             f"{ref['median_ms'] / f['median_ms']:.2f}x",
+            *([f"{bf16['median_ms'] / f['median_ms']:.2f}x"] if bf16 else []),
         )
     console.print(latency)
     footprint = Table(

@@ -1,11 +1,11 @@
 """`crossrank serve` under load: docs/s and latency against concurrent clients, batching on and off.
 
-For each backend (torch fp32, onnx int8 dynamic, onnx int8 static) the script first measures the
-**offline ceiling** in this process: the 43 TREC DL 2019 queries x BM25 top 20 scored with
-``Reranker.score_batch`` (docs/s). Then, for each setting, it starts ``crossrank serve`` as its own
-process on a free loopback port, and drives it for ``--seconds`` with 1, 8 and 32 concurrent
-clients, each sending one 20-document DL19 request (TEI shape) after another. It reports docs/s,
-p50/p99 latency, errors, and the ratio to the ceiling, then draws throughput and p99 against
+For each backend (auto: the per-CPU default; torch fp32, onnx int8 dynamic, onnx int8 static) the
+script first measures the **offline ceiling** in this process: the 43 TREC DL 2019 queries x BM25
+top 20 scored with ``Reranker.score_batch`` (docs/s). Then, for each setting, it starts ``crossrank
+serve`` as its own process on a free loopback port, and drives it for ``--seconds`` with 1, 8 and 32
+concurrent clients, each sending one 20-document DL19 request (TEI shape) after another. It reports
+docs/s, p50/p99 latency, errors, and the ratio to the ceiling, then draws throughput and p99 against
 clients.
 
     python benchmarks/server_load.py                       # ~9 minutes on 2 cores
@@ -34,12 +34,13 @@ HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("CROSSRANK_SHARED", HERE.parent.parent / "shared"))
 #: Each backend's Reranker options; the server's command-line flags are derived from them.
 BACKENDS: dict[str, dict[str, str]] = {
+    "auto": {},  # the default: crossrank.backends.choice picks per CPU
     "torch": {"backend": "torch"},
     "int8": {"backend": "onnx", "quantize": "int8"},
     "int8-static": {"backend": "onnx", "quantize": "int8-static"},
 }
 console = Console(width=None if sys.stdout.isatty() else 160)
-COLORS = {"torch": "tab:red", "int8": "tab:blue", "int8-static": "tab:green"}
+COLORS = {"auto": "tab:purple", "torch": "tab:red", "int8": "tab:blue", "int8-static": "tab:green"}
 
 
 def flags(backend: str) -> list[str]:

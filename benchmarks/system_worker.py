@@ -29,6 +29,8 @@ from pathlib import Path
 
 Scorer = Callable[[str, list[str]], list[float]]
 
+#: crossrank's int8-static file in a ``crossrank export`` folder.
+_INT8_STATIC = "onnx/model_qint8_static_crossrank.onnx"
 #: What FlashRank reads next to its ONNX file.
 _MODEL_FILES = (
     "config.json",
@@ -64,12 +66,18 @@ def _crossrank(model: str, **options) -> Scorer:
     return score
 
 
-def _sentence_transformers(model: str, backend: str) -> Scorer:
+def _sentence_transformers(model: str, backend: str, **model_kwargs) -> Scorer:
     import torch
     from sentence_transformers import CrossEncoder
 
     location = str(_work_dir("st-onnx", model)) if backend == "onnx" else model
-    cross_encoder = CrossEncoder(location, backend=backend, device="cpu", activation_fn=torch.nn.Identity())
+    cross_encoder = CrossEncoder(
+        location,
+        backend=backend,
+        device="cpu",
+        activation_fn=torch.nn.Identity(),
+        model_kwargs=model_kwargs or None,
+    )
     return lambda query, texts: cross_encoder.predict([(query, t) for t in texts]).tolist()
 
 
@@ -130,20 +138,34 @@ def load(system: str, model: str) -> Scorer:
     """The scorer of ``system`` for ``model``: texts in, one score per text out, in input order."""
     if system == "st":
         return _sentence_transformers(model, "torch")
+    if system == "st-bf16":  # the fair anchor on CPUs with native bf16: bf16 weights
+        import torch
+
+        return _sentence_transformers(model, "torch", dtype=torch.bfloat16)
     if system == "st-onnx":
         return _sentence_transformers(model, "onnx")
     if system == "flashrank":
         return _flashrank(model)
     if system == "fastembed":
         return _fastembed(model)
-    if system == "torch":
+    if system == "auto":  # backend="auto", the default: what this CPU gets
         return _crossrank(model)
+    if system == "torch":
+        return _crossrank(model, backend="torch", precision="fp32")
+    if system == "torch-bf16":
+        return _crossrank(model, backend="torch", precision="bf16")
+    if system == "int8-static":
+        return _crossrank(model, backend="onnx", quantize="int8-static")
+    if system == "openvino-bf16":
+        return _crossrank(model, backend="openvino", precision="bf16")
+    if system == "openvino-int8":  # OpenVINO on crossrank's int8-static (QDQ) file, from an export
+        return _crossrank(str(_work_dir("slim", model)), backend="openvino", onnx_file=_INT8_STATIC)
     if system == "onnx":
         return _crossrank(model, backend="onnx")
     if system == "int8":
         return _crossrank(model, backend="onnx", quantize="int8")
     if system == "openvino":
-        return _crossrank(model, backend="openvino")
+        return _crossrank(model, backend="openvino", precision="fp32")
     if system in ("slim", "slim-int8"):  # the torch-free install, on a `crossrank export` folder
         return _crossrank(str(_work_dir("slim", model)), quantize="int8" if system == "slim-int8" else None)
     raise SystemExit(f"unknown system {system!r}")
@@ -151,7 +173,7 @@ def load(system: str, model: str) -> Scorer:
 
 def prepare(system: str, model: str) -> None:
     """One-off work that is not part of a cold start: exports and file layouts."""
-    if system in ("onnx", "int8", "openvino"):
+    if system in ("auto", "torch", "torch-bf16", "onnx", "int8", "int8-static", "openvino", "openvino-bf16"):
         load(system, model)  # exports to crossrank's ONNX cache (and compiles) on first use
     elif system == "flashrank":
         _flashrank_file(model, _work_dir("flashrank", model))
@@ -159,13 +181,14 @@ def prepare(system: str, model: str) -> None:
     elif system == "fastembed":  # fp32, as fastembed's own cross-encoder files are
         _whole_model_file(model, _work_dir("fastembed", model), "onnx/model.onnx", None)
         return
-    elif system in ("slim", "slim-int8"):  # run by the driver in the full venv: the slim one has no torch
+    elif system in ("slim", "slim-int8", "openvino-int8"):  # an export folder, made with torch
         from crossrank.export import export_model
 
         folder = _work_dir("slim", model)
         if not (folder / "crossrank-export.json").is_file():
             export_model(model, folder, overwrite=True)
-        return
+        if system != "openvino-int8":
+            return
     elif system == "st-onnx":
         import torch
         from sentence_transformers import CrossEncoder

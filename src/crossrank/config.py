@@ -300,7 +300,8 @@ class RerankerConfig(BaseSettings):
 
         if self.backend != AUTO:
             return self.backend
-        return default_backend(self.model, {**self._given_backend_fields(), **(self.backend_options or {})})
+        options = {**self._given_backend_fields(), **(self.backend_options or {})}
+        return default_backend(self.model, options, device=self.device)
 
     def _given_backend_fields(self) -> dict[str, Any]:
         fields = type(self).model_fields

@@ -26,7 +26,7 @@ import platform
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["KEY_FLAGS", "cpu_features", "cpu_name", "cpu_summary", "usable_cpus"]
+__all__ = ["BF16_FLAGS", "KEY_FLAGS", "cpu_features", "cpu_name", "cpu_summary", "native_bf16", "usable_cpus"]
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 PROC_SELF_CGROUP = "/proc/self/cgroup"
@@ -120,6 +120,22 @@ KEY_FLAGS = (
     "arm64",
     "asimddp",
 )
+
+
+#: The flags of a CPU that computes bf16 natively (Intel AMX tiles, AVX512-BF16 dot products).
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def native_bf16(features: frozenset[str] | set[str] | None = None) -> bool:
+    """Whether the CPU (``features``, default this one's) computes bf16 natively: the one test
+    behind every "bf16 where the CPU has it" choice (``backend="auto"``, torch's ``precision="auto"``).
+
+    Example:
+        >>> native_bf16({"avx2", "avx512_vnni"}), native_bf16({"amx_bf16", "amx_int8"})
+        (False, True)
+    """
+    flags = cpu_features() if features is None else features
+    return any(flag in flags for flag in BF16_FLAGS)
 
 
 def _cpuinfo() -> str:

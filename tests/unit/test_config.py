@@ -20,14 +20,16 @@ def test_defaults() -> None:
     cfg = RerankerConfig()
     assert cfg.model == DEFAULT_MODEL == "cross-encoder/ms-marco-MiniLM-L6-v2"
     assert (cfg.backend, cfg.precision, cfg.top_n, cfg.batch_size, cfg.normalize, cfg.min_score) == (
-        "auto",  # resolved with the model and the options: torch here, where the torch extra is
+        "auto",  # resolved with the model, the options and the CPU (crossrank.backends.choice)
         "auto",
         3,
         None,  # the device decides: 32 on CPU, 128 on CUDA
         False,
         None,
     )
-    assert cfg.resolved_backend() == "torch"
+    from crossrank.backends.choice import choose_backend
+
+    assert cfg.resolved_backend() == choose_backend(cfg.model, {}).backend
 
 
 def test_keywords_and_dict() -> None:

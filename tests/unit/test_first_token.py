@@ -97,7 +97,7 @@ def test_torch_backend_uses_it_and_scores_like_sentence_transformers(tiny_model_
 
     from crossrank import Reranker
 
-    reranker = Reranker(tiny_model_dir, device="cpu")
+    reranker = Reranker(tiny_model_dir, backend="torch", device="cpu", precision="fp32")
     assert isinstance(reranker.engine.cross_encoder.model.bert.encoder.layer[-1], FirstTokenLastLayer)
     query, docs = "how long does a flea live", ["fleas live a year", "", "the eiffel tower " * 30, "tea"]
     reference = CrossEncoder(str(tiny_model_dir), device="cpu", activation_fn=torch.nn.Identity())

@@ -21,7 +21,7 @@ from crossrank import (
     Reranker,
     RerankerConfig,
 )
-from crossrank.cpus import cpu_features
+from crossrank.cpus import cpu_features, native_bf16
 
 pytest.importorskip("openvino", reason="backend='openvino' needs the openvino extra")  # in the test extra
 
@@ -143,8 +143,12 @@ def test_a_missing_onnx_file_is_a_load_error(tiny_model_dir: Path) -> None:
         Reranker(tiny_model_dir, backend="openvino", onnx_file="onnx/nope.onnx")
 
 
-def test_auto_never_picks_openvino(tiny_model_dir: Path) -> None:
-    assert RerankerConfig(model=str(tiny_model_dir)).resolved_backend() in ("torch", "onnx")
+def test_auto_picks_openvino_only_where_the_cpu_has_bf16(tiny_model_dir: Path) -> None:
+    from crossrank.backends.choice import choose_backend
+
+    resolved = RerankerConfig(model=str(tiny_model_dir)).resolved_backend()
+    assert resolved == choose_backend(str(tiny_model_dir), {}).backend
+    assert (resolved == "openvino") is native_bf16()
     with pytest.raises(ValueError, match=r"cache_dir applies to backend='openvino' only"):
         RerankerConfig(model=str(tiny_model_dir), backend_options={"cache_dir": "/tmp/x"})
     assert RerankerConfig(backend="openvino", precision="bf16").engine_options() == {

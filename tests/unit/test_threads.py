@@ -64,8 +64,8 @@ def _record_threads(reranker: Reranker, seen: list[int]):
 def test_two_torch_rerankers_with_different_threads_hammered_at_once(
     tiny_model_dir: Path, torch_threads_restored: int
 ) -> None:
-    one = Reranker(tiny_model_dir, device="cpu", threads=1)
-    two = Reranker(tiny_model_dir, device="cpu", threads=2)
+    one = Reranker(tiny_model_dir, backend="torch", device="cpu", threads=1)
+    two = Reranker(tiny_model_dir, backend="torch", device="cpu", threads=2)
     expected = {"one": one.score(QUERY, DOCS), "two": two.score(QUERY, DOCS)}
     settled = torch.get_num_threads()  # what the process runs with once both are loaded
     assert _count_in_a_new_thread() == settled
@@ -103,8 +103,8 @@ def test_overlapping_forward_passes_leave_the_process_count_alone(
     """The interleaving that left a server at 1 thread (8 -> 1): in two worker threads, A
     (threads=1) enters its pass, B (threads=2) enters, A leaves, B leaves."""
     torch.set_num_threads(3)
-    a = Reranker(tiny_model_dir, device="cpu", threads=1)
-    b = Reranker(tiny_model_dir, device="cpu", threads=2)
+    a = Reranker(tiny_model_dir, backend="torch", device="cpu", threads=1)
+    b = Reranker(tiny_model_dir, backend="torch", device="cpu", threads=2)
     settled = torch.get_num_threads()
     a_inside, b_inside, a_done = threading.Event(), threading.Event(), threading.Event()
 
@@ -159,7 +159,7 @@ def test_threads_are_set_once_at_load_for_the_whole_process(
 ) -> None:
     torch.set_num_threads(3)
     with caplog.at_level(logging.INFO, logger=torch_backend.__name__):
-        first = Reranker(tiny_model_dir, device="cpu", threads=1)
+        first = Reranker(tiny_model_dir, backend="torch", device="cpu", threads=1)
     assert torch.get_num_threads() == 1 and _count_in_a_new_thread() == 1
     assert first.engine.threads == 1 and first.to_config().threads == 1
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
@@ -168,11 +168,11 @@ def test_threads_are_set_once_at_load_for_the_whole_process(
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger=torch_backend.__name__):
-        Reranker(tiny_model_dir, device="cpu", threads=1)  # the same count again: no warning
+        Reranker(tiny_model_dir, backend="torch", device="cpu", threads=1)  # the same count again: no warning
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
     with caplog.at_level(logging.INFO, logger=torch_backend.__name__):
-        second = Reranker(tiny_model_dir, device="cpu", threads=2)
+        second = Reranker(tiny_model_dir, backend="torch", device="cpu", threads=2)
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "threads=2" in warning and "count 1" in warning
     assert torch.get_num_threads() == 2 and _count_in_a_new_thread() == 2  # the last load wins...
@@ -187,19 +187,19 @@ def test_default_threads_lowered_to_usable_cpus_once(
     monkeypatch.setattr(torch_backend, "usable_cpus", lambda: 1)
     torch.set_num_threads(3)
     with caplog.at_level(logging.INFO, logger=torch_backend.__name__):
-        reranker = Reranker(tiny_model_dir, device="cpu")
+        reranker = Reranker(tiny_model_dir, backend="torch", device="cpu")
     assert torch.get_num_threads() == 1 and _count_in_a_new_thread() == 1
     assert reranker.engine.threads is None
     assert any("may use 1 CPUs" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
     torch.set_num_threads(3)  # the user's own later choice stands: the check runs once per process
-    Reranker(tiny_model_dir, device="cpu")
+    Reranker(tiny_model_dir, backend="torch", device="cpu")
     assert torch.get_num_threads() == 3
 
 
 def test_default_threads_never_raised(tiny_model_dir: Path, torch_threads_restored: int, monkeypatch) -> None:
     monkeypatch.setattr(torch_backend, "usable_cpus", lambda: 64)
     torch.set_num_threads(1)
-    Reranker(tiny_model_dir, device="cpu")
+    Reranker(tiny_model_dir, backend="torch", device="cpu")
     assert torch.get_num_threads() == 1
 
 
@@ -207,8 +207,8 @@ def test_default_threads_leave_an_explicit_count_alone(
     tiny_model_dir: Path, torch_threads_restored: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(torch_backend, "usable_cpus", lambda: 1)
-    Reranker(tiny_model_dir, device="cpu", threads=2)
-    Reranker(tiny_model_dir, device="cpu")  # threads=None after an explicit threads=2
+    Reranker(tiny_model_dir, backend="torch", device="cpu", threads=2)
+    Reranker(tiny_model_dir, backend="torch", device="cpu")  # threads=None after an explicit threads=2
     assert torch.get_num_threads() == 2
 
 

@@ -18,10 +18,8 @@ those. Nothing outside a backend's own modules branches on its name.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -104,7 +102,7 @@ _REGISTRY: dict[str, _Registered] = {
         "crossrank.backends.onnx_backend:OnnxBackend.load",
         "crossrank.backends.onnx_options:OnnxOptions",
     ),
-    # Chosen by name only: "auto" (default_backend) never picks it.
+    # "auto" picks it on CPUs with native bf16 (crossrank.backends.choice).
     "openvino": _Registered(
         "crossrank.backends.openvino_backend:OpenVinoBackend.load",
         "crossrank.backends.openvino_options:OpenVinoOptions",
@@ -247,48 +245,27 @@ def _problem(problem: Mapping[str, Any]) -> str:
     return f"{where}: {message}" if where else message
 
 
-#: What ``backend="auto"`` (the default) becomes: torch where it is installed, else ONNX Runtime.
+#: The default backend: the one :func:`default_backend` picks (:mod:`crossrank.backends.choice`).
 AUTO = "auto"
 
 
-def default_backend(model: str | None = None, options: Mapping[str, Any] | None = None) -> str:
-    """The backend ``"auto"`` runs ``model`` with, given the backend ``options`` set.
-
-    One rule: options only one built-in backend takes choose it (``quantize`` or ``onnx_file``:
-    ONNX; ``precision="bf16"`` or ``trust_remote_code``: torch); else a local folder holding only
-    ready ONNX files (as ``crossrank export`` writes) runs on ONNX Runtime; else torch where the
-    torch extra is installed (torch and sentence-transformers), ONNX Runtime where not. A hub id
-    is not looked into: with torch installed, an ONNX-only hub repository needs ``backend="onnx"``.
+def default_backend(
+    model: str | None = None, options: Mapping[str, Any] | None = None, *, device: str | None = None
+) -> str:
+    """The backend ``"auto"`` runs ``model`` with, given the backend ``options`` set and ``device``:
+    :func:`crossrank.backends.choice.choose_backend` on this machine, logged once per choice.
 
     Example:
         >>> default_backend(options={"quantize": "int8"})
         'onnx'
-        >>> default_backend() in ("torch", "onnx")
+        >>> default_backend() in ("torch", "onnx", "openvino")
         True
     """
-    from crossrank.backends.onnx_files import has_ready_files, has_weights
+    from crossrank.backends.choice import choose_backend, log_choice
 
-    given = dict(options or {})
-    if given:
-        takers = [name for name in ("torch", "onnx") if _takes(name, given)]
-        if len(takers) == 1:
-            return takers[0]
-    folder = Path(model).expanduser() if model else None
-    if folder is not None and folder.is_dir() and not has_weights(folder) and has_ready_files(folder):
-        return "onnx"
-    try:
-        installed = all(importlib.util.find_spec(name) for name in ("torch", "sentence_transformers"))
-    except (ImportError, ValueError):
-        installed = False
-    return "torch" if installed else "onnx"
-
-
-def _takes(name: str, options: Mapping[str, Any]) -> bool:
-    try:
-        check_backend_options(name, options)
-    except ValueError:
-        return False
-    return True
+    choice = choose_backend(model, dict(options or {}), device=device)
+    log_choice(choice)
+    return choice.backend
 
 
 def load_backend(name: str, source: ModelSource, *, device: str | None, **options: Any) -> Backend:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from crossrank.config import Quantize
+from crossrank.errors import ModelLoadError
 from crossrank.families import Family
 
 __all__ = [
@@ -174,16 +175,22 @@ def export_onnx(
 
     from crossrank.backends.first_token import use_first_token_last_layer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if family is not None and family.prompt is not None:
-        model = _yes_no_model(model_dir, tokenizer, family)
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, attn_implementation="eager"
-        ).eval()
-        if first_token_only:
-            swapped = use_first_token_last_layer(model)
-            logger.info("ONNX export, last layer for the first token only: %s", swapped)
+    try:  # the weights may be damaged or unreadable: a load error, as on the torch backend
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if family is not None and family.prompt is not None:
+            model = _yes_no_model(model_dir, tokenizer, family)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                model_dir, attn_implementation="eager"
+            ).eval()
+    except Exception as err:
+        raise ModelLoadError(
+            f"Cannot load the model in {model_dir} to export it to ONNX: {type(err).__name__}: {err}",
+            model=str(model_dir),
+        ) from err
+    if (family is None or family.prompt is None) and first_token_only:
+        swapped = use_first_token_last_layer(model)
+        logger.info("ONNX export, last layer for the first token only: %s", swapped)
     takes_types = "token_type_ids" in tokenizer.model_input_names
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if takes_types else [])
     example = tuple(torch.ones(2, 16, dtype=torch.long) for _ in names)

@@ -8,8 +8,14 @@ The model's last layer is computed for the first token only, the one the score r
 (:mod:`crossrank.backends.first_token`): the same logits within float rounding, ~14% less work
 for MiniLM-L6.
 
-On a GPU the forward pass runs under fp16 autocast by default (``precision="auto"``): the
-weights stay fp32, matrix products run in half precision on the tensor cores.
+``precision="auto"`` is fp16 on a GPU (autocast: the weights stay fp32, matrix products run in
+half precision on the tensor cores), bf16 on a CPU that computes it natively (AMX or AVX512-BF16,
+:func:`crossrank.cpus.native_bf16`) and fp32 on other CPUs. bf16 on a CPU casts the weights of a
+model crossrank loaded to bf16, as sentence-transformers' ``model_kwargs={"torch_dtype":
+torch.bfloat16}`` does, rather than autocasting over fp32 weights: autocast converts every weight
+on every call (crossrank bf16 autocast 149 ms vs sentence-transformers bf16 weights 126 ms per 20
+chunks on a 2-vCPU Xeon with AMX, issue 27). A ``CrossEncoder`` handed in
+(:meth:`TorchBackend.from_cross_encoder`) is the caller's and is never cast: it runs under autocast.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import torch
 from tokenizers import Tokenizer
 
 from crossrank.backends.first_token import use_first_token_last_layer
-from crossrank.cpus import usable_cpus
+from crossrank.cpus import native_bf16, usable_cpus
 from crossrank.encoding import EncodedBatch
 from crossrank.errors import InvalidArgumentError, ModelLoadError, UnsupportedModelError
 from crossrank.families import CROSS_ENCODER, FAMILIES, Family, detect_family
@@ -34,7 +40,7 @@ __all__ = ["PRECISIONS", "TorchBackend"]
 
 logger = logging.getLogger(__name__)
 
-#: Values of ``Reranker(precision=...)``; "auto" is fp16 on CUDA and fp32 elsewhere.
+#: Values of ``Reranker(precision=...)``; "auto" is fp16 on CUDA, bf16 on CPUs with native bf16, else fp32.
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 #: Cost of one more forward pass, in padded tokens (see crossrank.encoding.plan_batches). CPU:
@@ -48,7 +54,7 @@ def _resolve_precision(precision: str, device: str) -> str:
         raise InvalidArgumentError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     on_cuda = device.startswith("cuda")
     if precision == "auto":
-        return "fp16" if on_cuda else "fp32"
+        return "fp16" if on_cuda else "bf16" if native_bf16() else "fp32"
     if precision == "fp16" and not on_cuda:
         raise InvalidArgumentError(
             f"precision='fp16' needs a CUDA device (device={device!r}); use 'fp32', or 'bf16' on a CPU "
@@ -137,7 +143,9 @@ class TorchBackend:
     """
 
     name = "torch"
-    #: fp32/fp16 logits of a row don't depend on its batch-mates beyond float rounding.
+    #: fp32/fp16 logits of a row don't depend on its batch-mates beyond float rounding; bf16 ones
+    #: do (set per instance): MiniLM-L6 with bf16 weights, each DL19 passage alone vs in its batch
+    #: of 20, differed by up to 0.0625, a bf16 step at the logits' magnitude (AMD EPYC, AVX2).
     batch_invariant = True
 
     def __init__(
@@ -166,6 +174,9 @@ class TorchBackend:
         self.device = str(model.device)
         #: Compute precision actually used: "fp32", "fp16" or "bf16".
         self.precision = _resolve_precision(precision, self.device)
+        #: Whether the weights themselves are half precision (bf16 on a CPU, cast at load): no autocast.
+        self._half_weights = next(self._model.parameters()).dtype != torch.float32
+        self.batch_invariant = self.precision != "bf16"
         #: The ``threads=`` asked for: torch's process-wide count, applied once here (None: torch's
         #: own count, lowered to the usable CPUs if above them). See the class docstring.
         self.threads = threads
@@ -273,14 +284,14 @@ class TorchBackend:
                 f"Cannot load model {source.name!r} with sentence-transformers: {type(err).__name__}: {err}",
                 model=source.name,
             ) from err
-        backend = cls.from_cross_encoder(
-            cross_encoder, model_name=source.name, precision=precision, threads=threads
-        )
         # Same logits, less work: the last layer runs for the first token only (see first_token).
         hf_model = getattr(cross_encoder, "model", None)
         if isinstance(hf_model, torch.nn.Module):
             use_first_token_last_layer(hf_model)
-        return backend
+        _cast_for(cross_encoder, precision, cross_encoder.device)
+        return cls.from_cross_encoder(
+            cross_encoder, model_name=source.name, precision=precision, threads=threads
+        )
 
     @classmethod
     def _load_llm(
@@ -309,6 +320,7 @@ class TorchBackend:
             ) from err
         true_id, false_id = family.prompt.token_ids(hf_tokenizer.backend_tokenizer, source.name)
         model = YesNoScore(causal_lm, true_id, false_id).to(device or _default_device())
+        _cast_for(causal_lm, precision, model.direction.device)  # the folded row stays fp32
         positions = int(getattr(causal_lm.config, "max_position_embeddings", 0) or 0)
         declared = getattr(hf_tokenizer, "model_max_length", None)
         if isinstance(declared, int) and 0 < declared < positions:
@@ -347,10 +359,17 @@ class TorchBackend:
         return scores.float().reshape(-1).cpu().numpy()
 
     def _autocast(self) -> Any:
-        """fp16/bf16 autocast on the model's device, or a no-op context for fp32."""
-        if self.precision == "fp32":
+        """fp16/bf16 autocast on the model's device; a no-op context for fp32 or half weights."""
+        if self.precision == "fp32" or self._half_weights:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self._model.device.type, dtype=_AUTOCAST_DTYPES[self.precision])
+
+
+def _cast_for(model: torch.nn.Module, precision: str, device: torch.device | str) -> None:
+    """Cast the weights of ``model`` (one crossrank loaded) to bf16 where ``precision`` is bf16 on a CPU."""
+    if str(device) == "cpu" and _resolve_precision(precision, "cpu") == "bf16":
+        for parameter in model.parameters():
+            parameter.data = parameter.data.to(torch.bfloat16)
 
 
 def _model_config(source: ModelSource, hub: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,201 @@
+"""Where int8's ranking error comes from, and what it would take to send the LLM fp32's top 3.
+
+ONNX Runtime's dynamic int8 changes the top-3 set of 17 of DL19's 43 queries (BM25 top 20, the
+fixture MiniLM-L6). This script splits that error by simulating each quantisation step in torch
+("fake quantisation": round to the int8 grid, compute in fp32) on every ``nn.Linear`` of the
+encoder, so each step's effect is measured alone, without a kernel that implements it:
+
+* weights: 8-bit (or 7-bit, ORT's ``reduce_range``) symmetric, one scale per output channel;
+  ``--gptq`` also tries GPTQ's error-compensating rounding (calibrated on DL20, not the test set);
+* activations: one scale for the whole batch (what ORT's ``DynamicQuantizeLinear`` does), or one
+  scale and zero point per token (asymmetric or symmetric);
+
+then, from crossrank's real int8 scores, a **cascade**: int8 scores all 20, fp32 rescores the
+int8 top k (or those within a margin of int8's third score), fp32's order picks the 3.
+
+Each row: top-3 set = fp32's (of 43), largest and median |logit - fp32|.
+
+    python benchmarks/int8_error_budget.py --json benchmarks/results/int8-error-budget.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from crossrank import Reranker
+from crossrank.cpus import cpu_summary
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared"
+console = Console(width=None if sys.stdout.isatty() else 150)
+
+
+def top3(scores) -> set[int]:
+    return set(np.argsort(-np.asarray(scores), kind="stable")[:3].tolist())
+
+
+def fake_weights(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Symmetric per-output-channel rounding of an ``nn.Linear`` weight to ``bits`` bits."""
+    top = 2 ** (bits - 1) - 1
+    scale = weight.abs().amax(dim=1, keepdim=True) / top
+    return torch.round(weight / scale).clamp(-top, top) * scale
+
+
+def fake_activations(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """8-bit rounding of a layer's input: one grid per batch (``tensor``) or per token."""
+    if mode == "none":
+        return x
+    if mode == "token-sym":
+        scale = x.abs().amax(-1, keepdim=True) / 127
+        return torch.round(x / scale) * scale
+    axis = None if mode == "tensor" else -1
+    low = (x.amin() if axis is None else x.amin(axis, keepdim=True)).clamp(max=0)
+    high = (x.amax() if axis is None else x.amax(axis, keepdim=True)).clamp(min=0)
+    scale = (high - low) / 255
+    zero = torch.round(-low / scale)
+    return (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
+
+
+def gptq(model, tokenizer, calibration: list[tuple[str, list[str]]], bits: int) -> None:
+    """GPTQ rounding of every encoder ``nn.Linear`` (per-channel scales), from fp32 inputs."""
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "encoder" in n}
+    hessians = {n: torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for n, m in linears.items()}
+    mask: list[torch.Tensor] = []
+    hooks = [
+        m.register_forward_pre_hook(
+            lambda _m, inp, n=n: hessians[n].add_(inp[0][mask[0]].double().T @ inp[0][mask[0]].double())
+        )
+        for n, m in linears.items()
+    ]
+    for query, texts in calibration:
+        batch = tokenizer([query] * len(texts), texts, truncation=True, padding=True, return_tensors="pt")
+        mask[:] = [batch["attention_mask"].bool()]
+        model(**batch)
+    for hook in hooks:
+        hook.remove()
+    top = 2 ** (bits - 1) - 1
+    for name, module in linears.items():
+        weight, hessian = module.weight.data.double().clone(), hessians[name]
+        scale = weight.abs().amax(1) / top
+        hessian += 0.01 * hessian.diag().mean() * torch.eye(len(hessian), dtype=hessian.dtype)
+        inverse = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)), upper=True)
+        for i in range(weight.shape[1]):
+            q = torch.round(weight[:, i] / scale).clamp(-top, top) * scale
+            error = (weight[:, i] - q) / inverse[i, i]
+            weight[:, i] = q
+            weight[:, i + 1 :] -= error[:, None] * inverse[i, i + 1 :][None, :]
+        module.weight.data = weight.float()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default=str(SHARED / "models" / "crossrank-fixture-minilm-l6"))
+    parser.add_argument("--data", default=str(SHARED / "data" / "trec-dl-2019-passage"))
+    parser.add_argument("--calibration", default=str(SHARED / "data" / "trec-dl-2020-passage"))
+    parser.add_argument("--gptq", action="store_true", help="also GPTQ weights (5 minutes on 2 cores)")
+    parser.add_argument("--json", dest="json_out")
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    rows = [json.loads(line) for line in (Path(args.data) / "bm25_top100.jsonl").read_text().splitlines()]
+    queries = {row["qid"]: (row["query"], [hit["text"] for hit in row["hits"][:20]]) for row in rows}
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    batches = {
+        qid: tokenizer([q] * len(t), t, truncation=True, max_length=512, padding=True, return_tensors="pt")
+        for qid, (q, t) in queries.items()
+    }
+    fp32_engine = Reranker(args.model, backend="onnx", device="cpu")  # = torch fp32 within 2e-5
+    reference = {qid: fp32_engine.score(q, t) for qid, (q, t) in queries.items()}
+    figures: dict[str, dict] = {}
+
+    def record(name: str, scores: dict[str, list[float]], **extra) -> None:
+        diffs = [np.abs(np.subtract(scores[q], reference[q])) for q in queries]
+        figures[name] = {
+            "top3_same": sum(top3(scores[q]) == top3(reference[q]) for q in queries),
+            "max_abs": float(max(d.max() for d in diffs)),
+            "median_abs": float(statistics.median(float(np.median(d)) for d in diffs)),
+            **extra,
+        }
+        console.print(name, figures[name])
+
+    def simulate(name: str, weight_bits: int | None, activations: str, use_gptq: bool = False) -> None:
+        model = AutoModelForSequenceClassification.from_pretrained(args.model).eval()
+        if use_gptq:
+            calib = [json.loads(line) for line in (Path(args.calibration) / "bm25_top100.jsonl").open()][:40]
+            gptq(model, tokenizer, [(r["query"], [h["text"] for h in r["hits"][:20]]) for r in calib], 8)
+        for module_name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear) and "encoder" in module_name:
+                if weight_bits and not use_gptq:
+                    module.weight.data = fake_weights(module.weight.data, weight_bits)
+                module.register_forward_pre_hook(lambda _m, inp: (fake_activations(inp[0], activations),))
+        record(name, {qid: model(**batch).logits[:, 0].tolist() for qid, batch in batches.items()})
+
+    simulate("weights 8-bit per channel, activations fp32", 8, "none")
+    simulate("weights 7-bit per channel (reduce_range), activations fp32", 7, "none")
+    simulate("activations 8-bit per batch (ORT dynamic), weights fp32", None, "tensor")
+    simulate("activations 8-bit per token, symmetric, weights fp32", None, "token-sym")
+    simulate("activations 8-bit per token, asymmetric, weights fp32", None, "token")
+    simulate("weights 8-bit + activations per batch", 8, "tensor")
+    simulate("weights 8-bit + activations per token, asymmetric", 8, "token")
+    if args.gptq:
+        simulate("GPTQ weights 8-bit, activations fp32", 8, "none", use_gptq=True)
+        simulate("GPTQ weights 8-bit + activations per token", 8, "token", use_gptq=True)
+
+    int8_engine = Reranker(args.model, backend="onnx", quantize="int8", device="cpu")
+    int8 = {qid: int8_engine.score(q, t) for qid, (q, t) in queries.items()}
+    record("crossrank int8 (ORT dynamic, 7-bit weights)", int8)
+    per_doc_ms = {}
+    for label, engine in (("fp32", fp32_engine), ("int8", int8_engine)):
+        started = time.perf_counter()
+        for q, t in queries.values():
+            engine.score(q, t)
+        per_doc_ms[label] = (time.perf_counter() - started) * 1000 / (20 * len(queries))
+    for k in (4, 5, 6, 7):
+        same = 0
+        for qid in queries:
+            shortlist = np.argsort(-np.asarray(int8[qid]), kind="stable")[:k]
+            chosen = shortlist[np.argsort(-np.asarray(reference[qid])[shortlist], kind="stable")[:3]]
+            same += set(chosen.tolist()) == top3(reference[qid])
+        cost = 20 * per_doc_ms["int8"] + k * per_doc_ms["fp32"]
+        figures[f"cascade: int8 on 20, fp32 on int8's top {k}"] = {
+            "top3_same": same,
+            "estimated_ms": cost,
+            "int8_ms": 20 * per_doc_ms["int8"],
+            "fp32_ms": 20 * per_doc_ms["fp32"],
+        }
+        console.print(k, figures[f"cascade: int8 on 20, fp32 on int8's top {k}"])
+
+    table = Table(title=f"int8's error budget, DL19 BM25 top 20, {cpu_summary()}", title_justify="left")
+    for column in ("what is quantised", "top-3 = fp32", "max |Δlogit|", "median |Δlogit|", "ms / query"):
+        table.add_column(column, justify="left" if column == "what is quantised" else "right")
+    for name, f in figures.items():
+        table.add_row(
+            name,
+            f"{f['top3_same']}/{len(queries)}",
+            f"{f['max_abs']:.3f}" if "max_abs" in f else "",
+            f"{f['median_abs']:.3f}" if "median_abs" in f else "",
+            f"{f['estimated_ms']:.0f} (int8 {f['int8_ms']:.0f}, fp32 {f['fp32_ms']:.0f})"
+            if "estimated_ms" in f
+            else "",
+        )
+    console.print(table)
+    if args.json_out:
+        Path(args.json_out).write_text(
+            json.dumps({"cpu": cpu_summary(), "figures": figures}, indent=2) + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
