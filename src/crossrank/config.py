@@ -146,8 +146,8 @@ class RerankerConfig(BaseSettings):
     # ---------------------------------------------------------------- engine: how to run it
     backend: str = Field(
         "auto",
-        description="Engine: torch, onnx, openvino, or auto (torch where the torch extra is installed, "
-        "else onnx).",
+        description="Engine: torch, onnx, openvino, or auto: per CPU, the fastest that keeps fp32's top 3 "
+        "(OpenVINO or torch bf16 on AMX/AVX512-BF16, else ONNX fp32; torch on a GPU).",
     )
     backend_options: dict[str, Any] | None = Field(
         None,
@@ -157,7 +157,9 @@ class RerankerConfig(BaseSettings):
         None, description="cpu, cuda, cuda:1, ...; default: CUDA if present, else CPU."
     )
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="torch: compute precision; auto is fp16 on CUDA, fp32 on CPU."
+        "auto",
+        description="torch/openvino: compute precision; auto is fp16 on CUDA, bf16 on CPUs with AMX or "
+        "AVX512-BF16, else fp32.",
     )
     quantize: Quantize | None = Field(
         None, description="onnx: int8 (dynamic: scales per batch) or int8-static (fixed scales)."

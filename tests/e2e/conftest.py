@@ -36,7 +36,9 @@ def fixture_model_dir() -> Path:
 def fixture_reranker(fixture_model_dir: Path):
     from crossrank import Reranker
 
-    return Reranker(fixture_model_dir, device="cpu")
+    # torch fp32 on every CPU: sentence-transformers' scores (FIXTURE.md's), whatever "auto" picks
+    # for this CPU (ONNX fp32 on AVX2, bf16 on AMX: crossrank.backends.choice, tested in tests/unit)
+    return Reranker(fixture_model_dir, backend="torch", device="cpu", precision="fp32")
 
 
 @pytest.fixture(scope="session")

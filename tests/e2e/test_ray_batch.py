@@ -164,7 +164,7 @@ def test_dl19_top100_through_ray_data_scores_and_ndcg_as_crossrank_eval(
     report = rerank_batch(
         source,
         output,
-        reranker=RerankerConfig(model=str(fixture_model_dir), device="cpu"),
+        reranker=RerankerConfig(model=str(fixture_model_dir), device="cpu", precision="fp32"),
         ray_config=RayConfig(actors=2, num_cpus=0.5, shard_pairs=500),
     )
     assert (report.queries, report.pairs, report.pairs_scored, report.bad_records) == (43, 4300, 4300, 0)

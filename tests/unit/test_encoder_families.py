@@ -137,7 +137,7 @@ def test_folder_is_the_family(family: tuple[str, Path]) -> None:
 
 
 def test_torch_scores_equal_sentence_transformers(family: tuple[str, Path], reference: np.ndarray) -> None:
-    reranker = Reranker(family[1], backend="torch", device="cpu")
+    reranker = Reranker(family[1], backend="torch", device="cpu", precision="fp32")
     scores = reranker.score(QUERY, DOCS)
     assert all(type(score) is float for score in scores)
     assert np.max(np.abs(np.subtract(scores, reference))) <= 1e-4
@@ -183,7 +183,7 @@ def test_only_xlm_roberta_runs_the_first_token_last_layer(family: tuple[str, Pat
     from crossrank.backends.first_token import FirstTokenLastLayer
 
     name, folder = family
-    model = Reranker(folder, backend="torch", device="cpu").engine.cross_encoder.model
+    model = Reranker(folder, backend="torch", device="cpu", precision="fp32").engine.cross_encoder.model
     swapped = any(isinstance(module, FirstTokenLastLayer) for module in model.modules())
     assert swapped == (name == "xlm-roberta")
 
@@ -199,7 +199,8 @@ def test_onnx_tokenises_like_torch_when_transformers_rebuilds_the_tokenizer(
     tokenizer_json["pre_tokenizer"] = metaspace
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer_json), encoding="utf-8")
     docs = ["paris is the capital", "paris  is the capital", "paris is the capital ", "paris\nis the capital"]
-    torch_scores = Reranker(folder, backend="torch", device="cpu").score("capital of france", docs)
+    torch_reranker = Reranker(folder, backend="torch", device="cpu", precision="fp32")
+    torch_scores = torch_reranker.score("capital of france", docs)
     onnx_scores = Reranker(folder, backend="onnx", device="cpu").score("capital of france", docs)
     assert np.max(np.abs(np.subtract(onnx_scores, torch_scores))) <= 1e-4
     # A `crossrank export` folder carries transformers' tokenizer, so it scores the same anywhere.

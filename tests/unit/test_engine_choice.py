@@ -99,10 +99,10 @@ def test_torch_auto_precision_is_bf16_weights_where_the_cpu_has_bf16(
 
     from crossrank.backends import torch_backend
 
-    fp32 = Reranker(tiny_model_dir, backend="torch", device="cpu")
+    fp32 = Reranker(tiny_model_dir, backend="torch", device="cpu", precision="fp32")
     monkeypatch.setattr(torch_backend, "native_bf16", lambda: True)  # as on AMX
-    bf16 = Reranker(tiny_model_dir, backend="torch", device="cpu")
-    assert fp32.engine.precision == ("bf16" if native_bf16() else "fp32")
+    bf16 = Reranker(tiny_model_dir, backend="torch", device="cpu")  # precision "auto"
+    assert fp32.engine.precision == "fp32"
     assert bf16.engine.precision == "bf16" and not bf16.engine.batch_invariant
     dtypes = {p.dtype for p in bf16.engine.cross_encoder.parameters()}
     assert dtypes == {torch.bfloat16}  # weights, not autocast over fp32 ones

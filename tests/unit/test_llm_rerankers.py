@@ -169,7 +169,7 @@ def _mxbai_fixed(folder: Path) -> int:
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_scores_equal_the_reference_code(case, backend: str) -> None:
     _, folder, reference, true, false = case
-    reranker = Reranker(folder, backend=backend, device="cpu")
+    reranker = Reranker(folder, backend=backend, device="cpu", precision="fp32")
     want = reference_scores(folder, reference(folder, QUERY, DOCS, 4096), true, false)
     got = reranker.score(QUERY, DOCS)
     assert max(abs(a - b) for a, b in zip(got, want, strict=True)) <= 1e-4

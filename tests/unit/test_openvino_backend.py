@@ -63,7 +63,7 @@ def model_dir(request: pytest.FixtureRequest, tiny_model_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_ov(tiny_model_dir: Path) -> Reranker:
-    return Reranker(tiny_model_dir, backend="openvino")
+    return Reranker(tiny_model_dir, backend="openvino", precision="fp32")
 
 
 def test_fp32_scores_equal_onnx_runtime_and_rank_alike(model_dir: Path) -> None:
@@ -150,7 +150,7 @@ def test_auto_picks_openvino_only_where_the_cpu_has_bf16(tiny_model_dir: Path) -
     assert resolved == choose_backend(str(tiny_model_dir), {}).backend
     assert (resolved == "openvino") is native_bf16()
     with pytest.raises(ValueError, match=r"cache_dir applies to backend='openvino' only"):
-        RerankerConfig(model=str(tiny_model_dir), backend_options={"cache_dir": "/tmp/x"})
+        RerankerConfig(model=str(tiny_model_dir), backend="onnx", backend_options={"cache_dir": "/tmp/x"})
     assert RerankerConfig(backend="openvino", precision="bf16").engine_options() == {
         "precision": "bf16",
         "cache_dir": None,
@@ -278,7 +278,7 @@ def test_an_exported_folder_scores_without_torch(tiny_model_dir: Path, tmp_path:
         for name in HEAVY:
             sys.modules[name] = None
         from crossrank import Reranker
-        reranker = Reranker({str(folder)!r}, backend="openvino")
+        reranker = Reranker({str(folder)!r}, backend="openvino", precision="fp32")
         scores = reranker.score({QUERY!r}, {DOCS!r})
         heavy = sorted({{m.split(".")[0] for m, module in sys.modules.items() if module}} & set(HEAVY))
         print(json.dumps({{"scores": scores, "heavy": heavy, "precision": reranker.engine.precision}}))

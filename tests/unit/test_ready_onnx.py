@@ -16,6 +16,7 @@ import pytest
 
 from crossrank import InvalidArgumentError, Reranker, RerankerConfig
 from crossrank.backends import default_backend
+from crossrank.backends.choice import choose_backend
 from crossrank.backends.onnx_files import (
     EXPORT_MANIFEST,
     INT8_FILES,
@@ -36,9 +37,10 @@ def test_an_exported_folder_runs_its_own_files_where_torch_is_installed(
 ) -> None:
     manifest = json.loads((exported / EXPORT_MANIFEST).read_text())
     assert set(manifest["files"]) == {"fp32", "int8", "int8-static"}
-    assert RerankerConfig(model=str(exported)).resolved_backend() == "onnx"  # no weights: auto -> onnx
+    # no weights: auto -> onnx (OpenVINO on CPUs with native bf16, where it is installed)
+    assert RerankerConfig(model=str(exported)).resolved_backend() == choose_backend(str(exported), {}).backend
     for quantize in (None, "int8", "int8-static"):
-        from_folder = Reranker(exported, quantize=quantize)
+        from_folder = Reranker(exported, backend="onnx" if quantize is None else "auto", quantize=quantize)
         from_weights = Reranker(tiny_model_dir, backend="onnx", quantize=quantize)
         assert from_folder.backend == "onnx" and from_folder.to_config().backend == "onnx"
         docs = ["fleas live a year", "tea", "paris", ""]
