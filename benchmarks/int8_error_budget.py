@@ -72,12 +72,15 @@ def gptq(model, tokenizer, calibration: list[tuple[str, list[str]]], bits: int) 
     linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "encoder" in n}
     hessians = {n: torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for n, m in linears.items()}
     mask: list[torch.Tensor] = []
-    hooks = [
-        m.register_forward_pre_hook(
-            lambda _m, inp, n=n: hessians[n].add_(inp[0][mask[0]].double().T @ inp[0][mask[0]].double())
-        )
-        for n, m in linears.items()
-    ]
+
+    def collect(name: str):
+        def hook(_module, inputs) -> None:  # returns None: the layer's input is left as it is
+            rows = inputs[0][mask[0]].double()
+            hessians[name].add_(rows.T @ rows)
+
+        return hook
+
+    hooks = [module.register_forward_pre_hook(collect(name)) for name, module in linears.items()]
     for query, texts in calibration:
         batch = tokenizer([query] * len(texts), texts, truncation=True, padding=True, return_tensors="pt")
         mask[:] = [batch["attention_mask"].bool()]

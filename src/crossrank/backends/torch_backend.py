@@ -11,7 +11,7 @@ for MiniLM-L6.
 ``precision="auto"`` is fp16 on a GPU (autocast: the weights stay fp32, matrix products run in
 half precision on the tensor cores), bf16 on a CPU that computes it natively (AMX or AVX512-BF16,
 :func:`crossrank.cpus.native_bf16`) and fp32 on other CPUs. bf16 on a CPU casts the weights of a
-model crossrank loaded to bf16, as sentence-transformers' ``model_kwargs={"torch_dtype":
+model crossrank loaded to bf16, as sentence-transformers' ``model_kwargs={"dtype":
 torch.bfloat16}`` does, rather than autocasting over fp32 weights: autocast converts every weight
 on every call (crossrank bf16 autocast 149 ms vs sentence-transformers bf16 weights 126 ms per 20
 chunks on a 2-vCPU Xeon with AMX, issue 27). A ``CrossEncoder`` handed in
