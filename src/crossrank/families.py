@@ -40,6 +40,7 @@ __all__ = [
     "detect_family",
     "family_names",
     "is_causal_lm",
+    "llm_family_named",
 ]
 
 #: The name of the family of one-logit sequence-classification models.
@@ -263,6 +264,21 @@ def is_causal_lm(config: Mapping[str, Any]) -> bool:
     return any(str(name).endswith("ForCausalLM") for name in config.get("architectures") or ())
 
 
+def llm_family_named(name: str) -> Family | None:
+    """The LLM reranker family whose name pieces (:attr:`Family.names`) are in ``name``, or None:
+    the one rule for telling an LLM reranker by its hub id or folder name.
+
+    Example:
+        >>> llm_family_named("Qwen/Qwen3-Reranker-0.6B").name, llm_family_named("cross-encoder/ms-marco")
+        ('qwen3-reranker', None)
+    """
+    said = name.lower()
+    for family in FAMILIES.values():
+        if family.prompt is not None and any(piece in said for piece in family.names):
+            return family
+    return None
+
+
 def detect_family(model: str, config: Mapping[str, Any], requested: str | None = None) -> Family:
     """The family of the model named ``model`` (hub id or folder) with ``config.json`` ``config``.
 
@@ -296,11 +312,9 @@ def detect_family(model: str, config: Mapping[str, Any], requested: str | None =
         return family
     if not causal:
         return FAMILIES[CROSS_ENCODER]
-    said = f"{model} {config.get('_name_or_path', '')}".lower()
-    for family in FAMILIES.values():
-        typed = family.prompt is not None and config.get("model_type") in family.model_types
-        if typed and any(piece in said for piece in family.names):
-            return family
+    named = llm_family_named(f"{model} {config.get('_name_or_path', '')}")
+    if named is not None and config.get("model_type") in named.model_types:
+        return named
     known = "; ".join(
         f"{family.name} ({', '.join(family.examples)})" for family in FAMILIES.values() if family.prompt
     )

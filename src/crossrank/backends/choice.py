@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from crossrank.cpus import cpu_features, cpu_summary, native_bf16
+from crossrank.families import llm_family_named
 
 __all__ = ["Choice", "choose_backend", "installed_engines", "log_choice"]
 
@@ -131,7 +132,7 @@ def choose_backend(
         if bf16 and "openvino" in have:
             return Choice("openvino", "a folder of ONNX files, on a CPU with native bf16: OpenVINO bf16")
         return Choice("onnx", "a folder of ONNX files without weights")
-    if "torch" in have and _is_llm_reranker(model):
+    if "torch" in have and model and llm_family_named(model) is not None:
         return Choice("torch", "an LLM reranker: its ONNX export is gigabytes and no faster than torch")
     can_have_onnx = "export" in have or "torch" not in have
     if bf16:
@@ -167,10 +168,3 @@ def _ready_only(folder: Path) -> bool:
     from crossrank.backends.onnx_files import has_ready_files, has_weights
 
     return not has_weights(folder) and has_ready_files(folder)
-
-
-def _is_llm_reranker(model: str | None) -> bool:
-    from crossrank.families import FAMILIES
-
-    said = (model or "").lower()
-    return any(piece in said for family in FAMILIES.values() if family.prompt for piece in family.names)
