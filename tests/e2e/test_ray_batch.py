@@ -164,7 +164,10 @@ def test_dl19_top100_through_ray_data_scores_and_ndcg_as_crossrank_eval(
     report = rerank_batch(
         source,
         output,
-        reranker=RerankerConfig(model=str(fixture_model_dir), device="cpu", precision="fp32"),
+        # the engine of fixture_reranker (torch fp32), so scores can match to 1e-5 on every CPU
+        reranker=RerankerConfig(
+            model=str(fixture_model_dir), device="cpu", backend="torch", precision="fp32"
+        ),
         ray_config=RayConfig(actors=2, num_cpus=0.5, shard_pairs=500),
     )
     assert (report.queries, report.pairs, report.pairs_scored, report.bad_records) == (43, 4300, 4300, 0)
@@ -295,14 +298,15 @@ def test_interrupted_run_resumes_without_rescoring_or_losing_pairs(
     input_path = _write_jsonl(tmp_path / "in.jsonl", doubled)
     output = tmp_path / "out.jsonl"
     parts = tmp_path / "out.jsonl.parts"
-    with _running(_command(input_path, output, fixture_model_dir)) as first:
+    same_engine = ("--backend", "torch", "--precision", "fp32")  # as fixture_reranker, on every CPU
+    with _running(_command(input_path, output, fixture_model_dir, *same_engine)) as first:
         _interrupt_after_shards(first, parts, 3)
         first.wait(timeout=60)
     done_before = {p.name: p.stat().st_mtime_ns for p in parts.glob("shard-*.json")}
     assert first.returncode == 130 and not output.exists() and 3 <= len(done_before) < 43
 
     second = subprocess.run(
-        _command(input_path, output, fixture_model_dir),
+        _command(input_path, output, fixture_model_dir, *same_engine),
         env=_env(),
         capture_output=True,
         text=True,
