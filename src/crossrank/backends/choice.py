@@ -141,7 +141,7 @@ def choose_backend(
         if "torch" in have:
             return Choice("torch", "native bf16 (AMX/AVX512-BF16): torch with bf16 weights")
         return Choice("onnx", "native bf16 but neither OpenVINO nor torch installed: ONNX Runtime fp32")
-    if can_have_onnx or "torch" not in have:
+    if can_have_onnx:
         return Choice("onnx", "no native bf16: ONNX Runtime fp32, the fastest engine that keeps fp32's top 3")
     return Choice("torch", "no native bf16, and no onnx package to export with: torch fp32")
 
