@@ -36,13 +36,12 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from crossrank import Reranker
 from crossrank.cpus import cpu_summary
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fidelity import top  # one rule for "the best k", ties to the earlier chunk
+
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
 console = Console(width=None if sys.stdout.isatty() else 150)
-
-
-def top3(scores) -> set[int]:
-    return set(np.argsort(-np.asarray(scores), kind="stable")[:3].tolist())
 
 
 def fake_weights(weight: torch.Tensor, bits: int) -> torch.Tensor:
@@ -126,7 +125,7 @@ def main() -> None:
     def record(name: str, scores: dict[str, list[float]], **extra) -> None:
         diffs = [np.abs(np.subtract(scores[q], reference[q])) for q in queries]
         figures[name] = {
-            "top3_same": sum(top3(scores[q]) == top3(reference[q]) for q in queries),
+            "top3_same": sum(set(top(scores[q], 3)) == set(top(reference[q], 3)) for q in queries),
             "max_abs": float(max(d.max() for d in diffs)),
             "median_abs": float(statistics.median(float(np.median(d)) for d in diffs)),
             **extra,
@@ -170,7 +169,7 @@ def main() -> None:
         for qid in queries:
             shortlist = np.argsort(-np.asarray(int8[qid]), kind="stable")[:k]
             chosen = shortlist[np.argsort(-np.asarray(reference[qid])[shortlist], kind="stable")[:3]]
-            same += set(chosen.tolist()) == top3(reference[qid])
+            same += set(chosen.tolist()) == set(top(reference[qid], 3))
         cost = 20 * per_doc_ms["int8"] + k * per_doc_ms["fp32"]
         figures[f"cascade: int8 on 20, fp32 on int8's top {k}"] = {
             "top3_same": same,

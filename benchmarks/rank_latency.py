@@ -63,6 +63,9 @@ from rich.table import Table
 
 from crossrank.cpus import cpu_summary
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fidelity import top  # one rule for "the best k", ties to the earlier chunk
+
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
 WORKER = HERE / "system_worker.py"
@@ -193,11 +196,6 @@ def site_packages_mib(python: str) -> float:
     return total / 2**20
 
 
-def top3(scores: list[float]) -> set[int]:
-    """The positions of the 3 best scores (ties: the earlier position first)."""
-    return set(np.argsort(-np.asarray(scores), kind="stable")[:3].tolist())
-
-
 def ndcg10(scores: dict[str, list[float]], queries: list, depth: int, qrels: list) -> float:
     run = {
         qid: {hit["docid"]: s for hit, s in zip(hits[:depth], scores[qid], strict=True)}
@@ -279,7 +277,7 @@ def main() -> None:
     figures: dict[str, dict] = {}
     for name in names:
         diffs = [np.max(np.abs(np.subtract(scores[name][q], scores["st"][q]))) for q in scores[name]]
-        same_top3 = sum(top3(scores[name][q]) == top3(scores["st"][q]) for q in scores[name])
+        same_top3 = sum(set(top(scores[name][q], 3)) == set(top(scores["st"][q], 3)) for q in scores[name])
         figures[name] = {
             "system": LABELS[name],
             "median_ms": statistics.median(times[name]),
