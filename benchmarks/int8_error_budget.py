@@ -9,13 +9,17 @@ encoder, so each step's effect is measured alone, without a kernel that implemen
   ``--gptq`` also tries GPTQ's error-compensating rounding (calibrated on DL20, not the test set);
 * activations: one scale for the whole batch (what ORT's ``DynamicQuantizeLinear`` does), or one
   scale and zero point per token (asymmetric or symmetric);
+* SmoothQuant (``--smoothquant``): each input channel j of a layer divided by
+  ``s_j = max|x_j|^alpha / max|W_j|^(1-alpha)`` and its weight row multiplied by it (the same
+  product in exact arithmetic), with ``max|x_j|`` from DL20 (not the test set): it moves channel
+  outliers from the activations into the weights before both are rounded;
 
 then, from crossrank's real int8 scores, a **cascade**: int8 scores all 20, fp32 rescores the
 int8 top k (or those within a margin of int8's third score), fp32's order picks the 3.
 
 Each row: top-3 set = fp32's (of 43), largest and median |logit - fp32|.
 
-    python benchmarks/int8_error_budget.py --json benchmarks/results/int8-error-budget.json
+    python benchmarks/int8_error_budget.py --smoothquant --json benchmarks/results/int8-error-budget.json
 """
 
 from __future__ import annotations
@@ -42,6 +46,14 @@ from fidelity import top  # one rule for "the best k", ties to the earlier chunk
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
 console = Console(width=None if sys.stdout.isatty() else 150)
+
+
+#: The activation roundings tried after SmoothQuant: (label, fake_activations mode).
+SMOOTHQUANT_ACTIVATIONS = (
+    ("per batch", "tensor"),
+    ("per token, asym", "token"),
+    ("per token, sym", "token-sym"),
+)
 
 
 def fake_weights(weight: torch.Tensor, bits: int) -> torch.Tensor:
@@ -100,6 +112,28 @@ def gptq(model, tokenizer, calibration: list[tuple[str, list[str]]], bits: int) 
         module.weight.data = weight.float()
 
 
+def input_ranges(model, tokenizer, calibration: list[tuple[str, list[str]]]) -> dict[str, torch.Tensor]:
+    """Largest |input| per input channel of every encoder ``nn.Linear``, over real (unpadded) tokens."""
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "encoder" in n}
+    ranges = {n: torch.zeros(m.in_features) for n, m in linears.items()}
+    mask: list[torch.Tensor] = []
+
+    def collect(name: str):
+        def hook(_module, inputs) -> None:
+            ranges[name] = torch.maximum(ranges[name], inputs[0][mask[0]].abs().amax(0))
+
+        return hook
+
+    hooks = [module.register_forward_pre_hook(collect(name)) for name, module in linears.items()]
+    for query, texts in calibration:
+        batch = tokenizer([query] * len(texts), texts, truncation=True, padding=True, return_tensors="pt")
+        mask[:] = [batch["attention_mask"].bool()]
+        model(**batch)
+    for hook in hooks:
+        hook.remove()
+    return ranges
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -108,6 +142,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(SHARED / "data" / "trec-dl-2019-passage"))
     parser.add_argument("--calibration", default=str(SHARED / "data" / "trec-dl-2020-passage"))
     parser.add_argument("--gptq", action="store_true", help="also GPTQ weights (5 minutes on 2 cores)")
+    parser.add_argument("--smoothquant", action="store_true", help="also SmoothQuant (alpha 0.5 and 0.65)")
     parser.add_argument("--json", dest="json_out")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
@@ -132,16 +167,34 @@ def main() -> None:
         }
         console.print(name, figures[name])
 
-    def simulate(name: str, weight_bits: int | None, activations: str, use_gptq: bool = False) -> None:
+    calibration_rows = [json.loads(line) for line in (Path(args.calibration) / "bm25_top100.jsonl").open()]
+    calibration = [(r["query"], [h["text"] for h in r["hits"][:20]]) for r in calibration_rows[:40]]
+    ranges: dict[str, torch.Tensor] = {}
+
+    def simulate(
+        name: str,
+        weight_bits: int | None,
+        activations: str,
+        use_gptq: bool = False,
+        alpha: float | None = None,
+    ) -> None:
         model = AutoModelForSequenceClassification.from_pretrained(args.model).eval()
         if use_gptq:
-            calib = [json.loads(line) for line in (Path(args.calibration) / "bm25_top100.jsonl").open()][:40]
-            gptq(model, tokenizer, [(r["query"], [h["text"] for h in r["hits"][:20]]) for r in calib], 8)
+            gptq(model, tokenizer, calibration, 8)
+        if alpha is not None and not ranges:
+            ranges.update(input_ranges(model, tokenizer, calibration))
         for module_name, module in model.named_modules():
             if isinstance(module, torch.nn.Linear) and "encoder" in module_name:
+                smooth = torch.ones(module.in_features)
+                if alpha is not None:
+                    weight_range = module.weight.data.abs().amax(0).clamp(min=1e-5)
+                    smooth = ranges[module_name].clamp(min=1e-5) ** alpha / weight_range ** (1 - alpha)
+                    module.weight.data = module.weight.data * smooth[None, :]
                 if weight_bits and not use_gptq:
                     module.weight.data = fake_weights(module.weight.data, weight_bits)
-                module.register_forward_pre_hook(lambda _m, inp: (fake_activations(inp[0], activations),))
+                module.register_forward_pre_hook(
+                    lambda _m, inp, smooth=smooth: (fake_activations(inp[0] / smooth, activations),)
+                )
         record(name, {qid: model(**batch).logits[:, 0].tolist() for qid, batch in batches.items()})
 
     simulate("weights 8-bit per channel, activations fp32", 8, "none")
@@ -151,6 +204,11 @@ def main() -> None:
     simulate("activations 8-bit per token, asymmetric, weights fp32", None, "token")
     simulate("weights 8-bit + activations per batch", 8, "tensor")
     simulate("weights 8-bit + activations per token, asymmetric", 8, "token")
+    simulate("weights 8-bit + activations per token, symmetric", 8, "token-sym")
+    if args.smoothquant:
+        for alpha in (0.5, 0.65):
+            for label, mode in SMOOTHQUANT_ACTIVATIONS:
+                simulate(f"SmoothQuant {alpha}, weights 8-bit + activations {label}", 8, mode, alpha=alpha)
     if args.gptq:
         simulate("GPTQ weights 8-bit, activations fp32", 8, "none", use_gptq=True)
         simulate("GPTQ weights 8-bit + activations per token", 8, "token", use_gptq=True)

@@ -8,6 +8,8 @@ scored by the trained MiniLM-L6 fixture in every system:
   anchor on CPUs with native bf16 (AMX, AVX512-BF16); elsewhere torch emulates bf16, slowly
 * ``st-onnx``   sentence-transformers ``CrossEncoder(backend="onnx")`` (needs the separate venv of
   ``benchmarks/setup_st_onnx.sh``: optimum-onnx pins transformers < 5; ``--st-onnx-python``)
+* ``st-openvino`` sentence-transformers ``CrossEncoder(backend="openvino")`` at OpenVINO's default
+  precision for the CPU (bf16 where native; venv of ``benchmarks/setup_st_openvino.sh``)
 * ``flashrank`` FlashRank 0.2.10, given an int8 ONNX file of the fixture in its local model
   layout: crossrank's int8 recipe with the whole last layer, as standard exports have it (its
   own models are zip files on a hub these machines can't reach)
@@ -20,7 +22,8 @@ scored by the trained MiniLM-L6 fixture in every system:
 * ``slim``, ``slim-int8``  crossrank's torch-free install (``pip install crossrank``, no extras)
   on the folder ``crossrank export`` writes (exported here first), fp32 and int8
 
-``st-onnx`` runs from the venv ``benchmarks/setup_st_onnx.sh`` builds; ``slim``, ``flashrank`` and
+``st-onnx`` and ``st-openvino`` run from the venvs ``benchmarks/setup_st_onnx.sh`` and
+``setup_st_openvino.sh`` build; ``slim``, ``flashrank`` and
 ``fastembed`` from the torch-free venvs ``benchmarks/setup_torch_free.sh`` builds (``--*-python``
 points elsewhere), so each one's site-packages is its own install alone. Their files are prepared
 here, in the full venv, where torch can export.
@@ -73,6 +76,7 @@ LABELS = {
     "st": "ST torch fp32 (ref)",
     "st-bf16": "ST torch bf16 weights",
     "st-onnx": "ST onnx fp32",
+    "st-openvino": "ST openvino",
     "flashrank": "FlashRank 0.2.10 int8",
     "fastembed": "fastembed 0.9 fp32",
     "auto": "crossrank auto (the default)",
@@ -90,6 +94,10 @@ LABELS = {
 #: Systems that run from a venv of their own: (its --option, how to build it).
 OWN_VENV = {
     "st-onnx": ("st_onnx_python", "run benchmarks/setup_st_onnx.sh (optimum-onnx pins transformers < 5)"),
+    "st-openvino": (
+        "st_openvino_python",
+        "run benchmarks/setup_st_openvino.sh (optimum-intel pins transformers < 5)",
+    ),
     "slim": ("slim_python", "run benchmarks/setup_torch_free.sh"),
     "slim-int8": ("slim_python", "run benchmarks/setup_torch_free.sh"),
     "flashrank": ("flashrank_python", "run benchmarks/setup_torch_free.sh"),
@@ -98,6 +106,7 @@ OWN_VENV = {
 #: Where benchmarks/setup_*.sh put each venv (the --*-python defaults).
 VENV_PYTHONS = {
     "st_onnx_python": HERE / ".venv-st-onnx" / "bin" / "python",
+    "st_openvino_python": HERE / ".venv-st-openvino" / "bin" / "python",
     "slim_python": HERE / ".venv-slim" / "bin" / "python",
     "slim_server_python": HERE / ".venv-slim-server" / "bin" / "python",
     "flashrank_python": HERE / ".venv-flashrank" / "bin" / "python",
@@ -239,8 +248,8 @@ def main() -> None:
     with Progress(console=console) as progress:
         task = progress.add_task("prepare (exports, layouts)", total=len(names))
         for name in names:
-            # exports need torch: only ST's ONNX venv prepares its own files
-            preparer = pythons[name] if name == "st-onnx" else sys.executable
+            # exports need torch: only ST's own venvs (ONNX, OpenVINO) prepare their own files
+            preparer = pythons[name] if name in ("st-onnx", "st-openvino") else sys.executable
             subprocess.run(
                 [preparer, str(WORKER), "--system", name, "--model", args.model, "--prepare"],
                 check=True,
@@ -317,9 +326,14 @@ def print_tables(figures: dict[str, dict], args: argparse.Namespace, num_queries
         f"model {Path(args.model).name}",
         title_justify="left",
     )
-    bf16 = figures.get("st-bf16")
+    # the other anchors issue 27 sets: ST with bf16 weights and ST's own OpenVINO backend, when run
+    anchors = {
+        label: figures[s]
+        for s, label in (("st-bf16", "x ST bf16"), ("st-openvino", "x ST OV"))
+        if s in figures
+    }
     columns = ["system", "median ms", "p95 ms", "docs/s", "nDCG@10", "max |Δ| vs ref", "top-3 = ref"]
-    columns += ["speed-up", *(["x ST bf16"] if bf16 else [])]
+    columns += ["speed-up", *anchors]
     for column in columns:
         latency.add_column(column, justify="left" if column == "system" else "right")
     for f in figures.values():
@@ -332,7 +346,7 @@ def print_tables(figures: dict[str, dict], args: argparse.Namespace, num_queries
             "sigmoid" if f["max_abs_diff"] is None else f"{f['max_abs_diff']:.1e}",
             f"{f['top3_same_as_ref']}/{num_queries}",
             f"{ref['median_ms'] / f['median_ms']:.2f}x",
-            *([f"{bf16['median_ms'] / f['median_ms']:.2f}x"] if bf16 else []),
+            *(f"{anchor['median_ms'] / f['median_ms']:.2f}x" for anchor in anchors.values()),
         )
     console.print(latency)
     footprint = Table(

@@ -1,8 +1,9 @@
 """One reranker in its own process, driven by ``rank_latency.py`` over stdin/stdout (JSON lines).
 
 Own process per system, so start-up time and peak memory are each system's alone, and so a
-system can run under another Python (sentence-transformers' ONNX backend needs ``optimum-onnx``,
-which pins transformers < 5: it runs from the venv that ``setup_st_onnx.sh`` builds).
+system can run under another Python (sentence-transformers' ONNX and OpenVINO backends need
+``optimum-onnx`` / ``optimum-intel``, which pin transformers < 5: they run from the venvs that
+``setup_st_onnx.sh`` and ``setup_st_openvino.sh`` build).
 This file imports only the standard library at the top: each system imports what it needs.
 
     python benchmarks/system_worker.py --system int8 --model DIR --prepare   # export / lay out files
@@ -70,7 +71,8 @@ def _sentence_transformers(model: str, backend: str, **model_kwargs) -> Scorer:
     import torch
     from sentence_transformers import CrossEncoder
 
-    location = str(_work_dir("st-onnx", model)) if backend == "onnx" else model
+    # ST's ONNX and OpenVINO backends load the files their prepare step saved (see prepare)
+    location = str(_work_dir(f"st-{backend}", model)) if backend in ("onnx", "openvino") else model
     cross_encoder = CrossEncoder(
         location,
         backend=backend,
@@ -144,6 +146,8 @@ def load(system: str, model: str) -> Scorer:
         return _sentence_transformers(model, "torch", dtype=torch.bfloat16)
     if system == "st-onnx":
         return _sentence_transformers(model, "onnx")
+    if system == "st-openvino":  # OpenVINO's default precision for this CPU: bf16 where native
+        return _sentence_transformers(model, "openvino")
     if system == "flashrank":
         return _flashrank(model)
     if system == "fastembed":
@@ -189,16 +193,18 @@ def prepare(system: str, model: str) -> None:
             export_model(model, folder, overwrite=True)
         if system != "openvino-int8":
             return
-    elif system == "st-onnx":
+    elif system in ("st-onnx", "st-openvino"):
         import torch
         from sentence_transformers import CrossEncoder
 
-        folder = _work_dir("st-onnx", model)
-        if not (folder / "onnx" / "model.onnx").is_file():
+        backend = system.removeprefix("st-")
+        folder = _work_dir(system, model)
+        saved = {"onnx": "onnx/model.onnx", "openvino": "openvino/openvino_model.xml"}[backend]
+        if not (folder / saved).is_file():
             shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(model, folder)
-            # ST exports with optimum on first load; saving keeps onnx/model.onnx for later loads.
-            CrossEncoder(str(folder), backend="onnx", activation_fn=torch.nn.Identity()).save_pretrained(
+            # ST exports with optimum on first load; saving keeps the exported files for later loads.
+            CrossEncoder(str(folder), backend=backend, activation_fn=torch.nn.Identity()).save_pretrained(
                 str(folder)
             )
     load(system, model)("warm the page cache", ["one short text"])

@@ -8,6 +8,8 @@
   whose logit is a pure function of its own row (the share of query words the document holds), so
   unit tests of the scoring path, the server's batcher and the adapters run in milliseconds,
   can inject latency and failures, and know each score in advance.
+* :data:`SERVING_ENGINES`: the engines the server and adapter suites run on, each test once per
+  engine.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from crossrank.encoding import EncodedBatch
 
 __all__ = [
     "CHARACTERS",
+    "SERVING_ENGINES",
     "SLIM_DOCUMENTS",
     "SLIM_QUERY",
     "WORDS_TEXT",
@@ -32,6 +35,11 @@ __all__ = [
     "build_torch_free_fixtures",
     "fake_tokenizer",
 ]
+
+#: The ``backend=`` values the server and adapter test suites run every test on: the default (what
+#: this CPU's ``auto`` picks) and OpenVINO, a backend ``auto`` picks only on CPUs with native bf16,
+#: so that its serving and adapter paths are tested on every CPU.
+SERVING_ENGINES: tuple[str, ...] = ("auto", "openvino")
 
 #: The words and characters the tiny test tokenizers know (here and in crossrank.families_testing).
 WORDS_TEXT = (

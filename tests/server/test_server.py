@@ -1,10 +1,10 @@
 """`crossrank serve`: the Cohere, Jina and TEI rerank APIs over HTTP, tested on a real server.
 
 Every test talks HTTP to uvicorn on 127.0.0.1 (a free port, stopped after the module). The tests of
-the ``tiny_api`` server run twice (``app_runner``): on uvicorn, and on Ray Serve replicas of the
-same app (``crossrank serve --ray``), which must answer the same. The limit and fault tests use the
-tiny model, wrapped where a test needs a slow or failing engine. The ranking tests over the trained
-fixture model are in tests/e2e/test_server_real_model.py.
+the ``tiny_api`` server run on uvicorn and on Ray Serve replicas of the same app (``app_runner``,
+``crossrank serve --ray``), which must answer the same, each on every engine of ``SERVING_ENGINES``.
+The limit and fault tests use the tiny model, wrapped where a test needs a slow or failing engine.
+The ranking tests over the trained fixture model are in tests/e2e/test_server_real_model.py.
 """
 
 from __future__ import annotations
@@ -21,14 +21,16 @@ import pytest
 from crossrank import Reranker
 from crossrank.ray import RayConfig
 from crossrank.server import ServerConfig, create_app
+from crossrank.testing import SERVING_ENGINES
 
 QUERY = "how long does a flea live"
 
 
-@pytest.fixture(scope="module")
-def tiny_api(tiny_model_dir, app_runner):
-    """A server over the tiny model with small limits, to reach every limit quickly (on Ray: 2 replicas)."""
-    reranker = Reranker(tiny_model_dir, device="cpu")
+@pytest.fixture(scope="module", params=SERVING_ENGINES, ids=lambda engine: f"engine={engine}")
+def tiny_api(request, tiny_model_dir, app_runner):
+    """A server over the tiny model with small limits, to reach every limit quickly (on Ray: 2 replicas),
+    on each engine of :data:`~crossrank.testing.SERVING_ENGINES`."""
+    reranker = Reranker(tiny_model_dir, device="cpu", backend=request.param)
     config = ServerConfig(max_client_batch_size=50, payload_limit=20_000, max_batch_tokens=256)
     with app_runner.serve("tiny", reranker, config, RayConfig(replicas=2, num_cpus=0.5)) as url:
         yield url, reranker

@@ -1,8 +1,9 @@
 """The served OpenAPI schema, fuzzed with schemathesis: no input gets a 5xx, every answer matches it.
 
 Schemathesis generates requests from the schema the server publishes (valid and invalid bodies,
-odd strings, huge numbers...) against a real server over the tiny model; the checks are that no
-response is a server error and that every response matches its declared schema.
+odd strings, huge numbers...) against a real server over the tiny model, on each engine of
+``SERVING_ENGINES``; the checks are that no response is a server error and that every response
+matches its declared schema.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 
 from crossrank import Reranker
 from crossrank.server import ServerConfig, create_app
+from crossrank.testing import SERVING_ENGINES
 
 EXAMPLES_PER_OPERATION = 40
 
 
-@pytest.fixture(scope="module")
-def api_schema(tiny_model_dir, served):
-    reranker = Reranker(tiny_model_dir, device="cpu")
+@pytest.fixture(scope="module", params=SERVING_ENGINES, ids=lambda engine: f"engine={engine}")
+def api_schema(request, tiny_model_dir, served):
+    reranker = Reranker(tiny_model_dir, device="cpu", backend=request.param)
     with served(create_app(reranker, ServerConfig(max_client_batch_size=64, max_wait_ms=0))) as server:
         yield schemathesis.openapi.from_url(f"{server.url}/openapi.json")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from crossrank import Reranker
+from crossrank.testing import SERVING_ENGINES
 
 # This file is <repo>/integrations/langchain-crossrank/tests/conftest.py; shared/ sits next to <repo>.
 SHARED = Path(os.environ.get("CROSSRANK_SHARED", Path(__file__).resolve().parents[4] / "shared"))
@@ -22,10 +23,11 @@ def fixture_model_dir() -> Path:
     return FIXTURE_MODEL
 
 
-@pytest.fixture(scope="session")
-def reranker(fixture_model_dir: Path) -> Reranker:
-    """One loaded model for every test (loading takes seconds); compressors share it."""
-    return Reranker(fixture_model_dir, device="cpu", local_files_only=True)
+@pytest.fixture(scope="session", params=SERVING_ENGINES, ids=lambda engine: f"engine={engine}")
+def reranker(request: pytest.FixtureRequest, fixture_model_dir: Path) -> Reranker:
+    """One loaded model per engine (loading takes seconds); compressors share it. Every test that
+    asks for it runs on each engine of ``SERVING_ENGINES``."""
+    return Reranker(fixture_model_dir, device="cpu", backend=request.param, local_files_only=True)
 
 
 @pytest.fixture(scope="session")
