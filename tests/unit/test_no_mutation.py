@@ -1,15 +1,25 @@
 """Property tests: whatever the input, the caller's arguments come back untouched and every
-document is accounted for."""
+document is accounted for, on every engine of ``crossrank.testing.SERVING_ENGINES``."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crossrank import EmptyQueryError, Reranker
+from crossrank.testing import SERVING_ENGINES
+
+
+@pytest.fixture(scope="module", params=SERVING_ENGINES, ids=lambda engine: f"engine={engine}")
+def tiny_reranker(request: pytest.FixtureRequest, tiny_model_dir: Path) -> Reranker:
+    """The tiny model on each engine: these invariants are every backend's contract."""
+    return Reranker(tiny_model_dir, device="cpu", backend=request.param)
+
 
 # The whole of Unicode: control, format (zero-width), private-use and unassigned characters, and
 # lone surrogates (what json.loads gives for a cut emoji): a typed error or a sound ranking, never a crash.
