@@ -78,26 +78,37 @@ def fake_activations(x: torch.Tensor, mode: str) -> torch.Tensor:
     return (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
 
 
-def gptq(model, tokenizer, calibration: list[tuple[str, list[str]]], bits: int) -> None:
-    """GPTQ rounding of every encoder ``nn.Linear`` (per-channel scales), from fp32 inputs."""
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "encoder" in n}
-    hessians = {n: torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for n, m in linears.items()}
+def encoder_linears(model) -> dict[str, torch.nn.Linear]:
+    """Every ``nn.Linear`` of the encoder (what the simulations round), by module name."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "encoder" in n}
+
+
+def each_input(model, tokenizer, calibration: list[tuple[str, list[str]]], see) -> None:
+    """Run ``calibration`` through ``model`` and call ``see(name, rows)`` with the real (unpadded)
+    token rows entering each encoder ``nn.Linear``; the inputs themselves are left as they are."""
     mask: list[torch.Tensor] = []
-
-    def collect(name: str):
-        def hook(_module, inputs) -> None:  # returns None: the layer's input is left as it is
-            rows = inputs[0][mask[0]].double()
-            hessians[name].add_(rows.T @ rows)
-
-        return hook
-
-    hooks = [module.register_forward_pre_hook(collect(name)) for name, module in linears.items()]
+    hooks = [
+        module.register_forward_pre_hook(lambda _m, inputs, name=name: see(name, inputs[0][mask[0]]))
+        for name, module in encoder_linears(model).items()
+    ]
     for query, texts in calibration:
         batch = tokenizer([query] * len(texts), texts, truncation=True, padding=True, return_tensors="pt")
         mask[:] = [batch["attention_mask"].bool()]
         model(**batch)
     for hook in hooks:
         hook.remove()
+
+
+def gptq(model, tokenizer, calibration: list[tuple[str, list[str]]], bits: int) -> None:
+    """GPTQ rounding of every encoder ``nn.Linear`` (per-channel scales), from fp32 inputs."""
+    linears = encoder_linears(model)
+    hessians = {n: torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for n, m in linears.items()}
+
+    def accumulate(name: str, rows: torch.Tensor) -> None:
+        rows = rows.double()
+        hessians[name].add_(rows.T @ rows)
+
+    each_input(model, tokenizer, calibration, accumulate)
     top = 2 ** (bits - 1) - 1
     for name, module in linears.items():
         weight, hessian = module.weight.data.double().clone(), hessians[name]
@@ -114,23 +125,12 @@ def gptq(model, tokenizer, calibration: list[tuple[str, list[str]]], bits: int) 
 
 def input_ranges(model, tokenizer, calibration: list[tuple[str, list[str]]]) -> dict[str, torch.Tensor]:
     """Largest |input| per input channel of every encoder ``nn.Linear``, over real (unpadded) tokens."""
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "encoder" in n}
-    ranges = {n: torch.zeros(m.in_features) for n, m in linears.items()}
-    mask: list[torch.Tensor] = []
+    ranges = {n: torch.zeros(m.in_features) for n, m in encoder_linears(model).items()}
 
-    def collect(name: str):
-        def hook(_module, inputs) -> None:
-            ranges[name] = torch.maximum(ranges[name], inputs[0][mask[0]].abs().amax(0))
+    def widen(name: str, rows: torch.Tensor) -> None:
+        ranges[name] = torch.maximum(ranges[name], rows.abs().amax(0))
 
-        return hook
-
-    hooks = [module.register_forward_pre_hook(collect(name)) for name, module in linears.items()]
-    for query, texts in calibration:
-        batch = tokenizer([query] * len(texts), texts, truncation=True, padding=True, return_tensors="pt")
-        mask[:] = [batch["attention_mask"].bool()]
-        model(**batch)
-    for hook in hooks:
-        hook.remove()
+    each_input(model, tokenizer, calibration, widen)
     return ranges
 
 
@@ -183,18 +183,17 @@ def main() -> None:
             gptq(model, tokenizer, calibration, 8)
         if alpha is not None and not ranges:
             ranges.update(input_ranges(model, tokenizer, calibration))
-        for module_name, module in model.named_modules():
-            if isinstance(module, torch.nn.Linear) and "encoder" in module_name:
-                smooth = torch.ones(module.in_features)
-                if alpha is not None:
-                    weight_range = module.weight.data.abs().amax(0).clamp(min=1e-5)
-                    smooth = ranges[module_name].clamp(min=1e-5) ** alpha / weight_range ** (1 - alpha)
-                    module.weight.data = module.weight.data * smooth[None, :]
-                if weight_bits and not use_gptq:
-                    module.weight.data = fake_weights(module.weight.data, weight_bits)
-                module.register_forward_pre_hook(
-                    lambda _m, inp, smooth=smooth: (fake_activations(inp[0] / smooth, activations),)
-                )
+        for module_name, module in encoder_linears(model).items():
+            smooth = torch.ones(module.in_features)
+            if alpha is not None:
+                weight_range = module.weight.data.abs().amax(0).clamp(min=1e-5)
+                smooth = ranges[module_name].clamp(min=1e-5) ** alpha / weight_range ** (1 - alpha)
+                module.weight.data = module.weight.data * smooth[None, :]
+            if weight_bits and not use_gptq:
+                module.weight.data = fake_weights(module.weight.data, weight_bits)
+            module.register_forward_pre_hook(
+                lambda _m, inp, smooth=smooth: (fake_activations(inp[0] / smooth, activations),)
+            )
         record(name, {qid: model(**batch).logits[:, 0].tolist() for qid, batch in batches.items()})
 
     simulate("weights 8-bit per channel, activations fp32", 8, "none")
