@@ -33,6 +33,7 @@ __all__ = [
     "FakeEngine",
     "build_tiny_cross_encoder",
     "build_torch_free_fixtures",
+    "engine_id",
     "fake_tokenizer",
 ]
 
@@ -40,6 +41,16 @@ __all__ = [
 #: this CPU's ``auto`` picks) and OpenVINO, a backend ``auto`` picks only on CPUs with native bf16,
 #: so that its serving and adapter paths are tested on every CPU.
 SERVING_ENGINES: tuple[str, ...] = ("auto", "openvino")
+
+
+def engine_id(engine: str) -> str:
+    """The test id of one engine of :data:`SERVING_ENGINES`, for ``pytest.fixture(ids=engine_id)``.
+
+    >>> engine_id("openvino")
+    'engine=openvino'
+    """
+    return f"engine={engine}"
+
 
 #: The words and characters the tiny test tokenizers know (here and in crossrank.families_testing).
 WORDS_TEXT = (

@@ -21,12 +21,12 @@ import pytest
 from crossrank import Reranker
 from crossrank.ray import RayConfig
 from crossrank.server import ServerConfig, create_app
-from crossrank.testing import SERVING_ENGINES
+from crossrank.testing import SERVING_ENGINES, engine_id
 
 QUERY = "how long does a flea live"
 
 
-@pytest.fixture(scope="module", params=SERVING_ENGINES, ids=lambda engine: f"engine={engine}")
+@pytest.fixture(scope="module", params=SERVING_ENGINES, ids=engine_id)
 def tiny_api(request, tiny_model_dir, app_runner):
     """A server over the tiny model with small limits, to reach every limit quickly (on Ray: 2 replicas),
     on each engine of :data:`~crossrank.testing.SERVING_ENGINES`."""

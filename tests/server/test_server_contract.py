@@ -15,12 +15,12 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 
 from crossrank import Reranker
 from crossrank.server import ServerConfig, create_app
-from crossrank.testing import SERVING_ENGINES
+from crossrank.testing import SERVING_ENGINES, engine_id
 
 EXAMPLES_PER_OPERATION = 40
 
 
-@pytest.fixture(scope="module", params=SERVING_ENGINES, ids=lambda engine: f"engine={engine}")
+@pytest.fixture(scope="module", params=SERVING_ENGINES, ids=engine_id)
 def api_schema(request, tiny_model_dir, served):
     reranker = Reranker(tiny_model_dir, device="cpu", backend=request.param)
     with served(create_app(reranker, ServerConfig(max_client_batch_size=64, max_wait_ms=0))) as server:

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crossrank import EmptyQueryError, Reranker
-from crossrank.testing import SERVING_ENGINES
+from crossrank.testing import SERVING_ENGINES, engine_id
 
 
-@pytest.fixture(scope="module", params=SERVING_ENGINES, ids=lambda engine: f"engine={engine}")
+@pytest.fixture(scope="module", params=SERVING_ENGINES, ids=engine_id)
 def tiny_reranker(request: pytest.FixtureRequest, tiny_model_dir: Path) -> Reranker:
     """The tiny model on each engine: these invariants are every backend's contract."""
     return Reranker(tiny_model_dir, device="cpu", backend=request.param)

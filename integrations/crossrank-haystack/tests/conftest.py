@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crossrank import Reranker
-from crossrank.testing import SERVING_ENGINES, build_tiny_cross_encoder
+from crossrank.testing import SERVING_ENGINES, build_tiny_cross_encoder, engine_id
 
 # This file is <repo>/integrations/crossrank-haystack/tests/conftest.py; shared/ sits next to <repo>.
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"), extra_characters=":")
 
 
-@pytest.fixture(scope="session", params=SERVING_ENGINES, ids=lambda engine: f"engine={engine}")
+@pytest.fixture(scope="session", params=SERVING_ENGINES, ids=engine_id)
 def tiny_reranker(request: pytest.FixtureRequest, tiny_model_dir: Path) -> Reranker:
     """The core Reranker over the tiny model, on each engine of ``SERVING_ENGINES``: what the
     component's results are checked against; every test that asks for it runs once per engine."""
@@ -39,7 +39,7 @@ def fixture_model_dir() -> Path:
     return FIXTURE_MODEL
 
 
-@pytest.fixture(scope="session", params=SERVING_ENGINES, ids=lambda engine: f"engine={engine}")
+@pytest.fixture(scope="session", params=SERVING_ENGINES, ids=engine_id)
 def fixture_reranker(request: pytest.FixtureRequest, fixture_model_dir: Path) -> Reranker:
     return Reranker(fixture_model_dir, device="cpu", backend=request.param)
 

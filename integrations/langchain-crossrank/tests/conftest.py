@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from crossrank import Reranker
-from crossrank.testing import SERVING_ENGINES
+from crossrank.testing import SERVING_ENGINES, engine_id
 
 # This file is <repo>/integrations/langchain-crossrank/tests/conftest.py; shared/ sits next to <repo>.
 SHARED = Path(os.environ.get("CROSSRANK_SHARED", Path(__file__).resolve().parents[4] / "shared"))
@@ -23,7 +23,7 @@ def fixture_model_dir() -> Path:
     return FIXTURE_MODEL
 
 
-@pytest.fixture(scope="session", params=SERVING_ENGINES, ids=lambda engine: f"engine={engine}")
+@pytest.fixture(scope="session", params=SERVING_ENGINES, ids=engine_id)
 def reranker(request: pytest.FixtureRequest, fixture_model_dir: Path) -> Reranker:
     """One loaded model per engine (loading takes seconds); compressors share it. Every test that
     asks for it runs on each engine of ``SERVING_ENGINES``."""

@@ -15,7 +15,7 @@ from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.schema import NodeWithScore, TextNode
 
 from crossrank import Reranker
-from crossrank.testing import SERVING_ENGINES
+from crossrank.testing import SERVING_ENGINES, engine_id
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED = Path(os.environ.get("CROSSRANK_SHARED", REPO_ROOT.parent / "shared"))
@@ -31,7 +31,7 @@ def fixture_model_dir() -> Path:
     return FIXTURE_MODEL
 
 
-@pytest.fixture(scope="session", params=SERVING_ENGINES, ids=lambda engine: f"engine={engine}")
+@pytest.fixture(scope="session", params=SERVING_ENGINES, ids=engine_id)
 def reranker(request: pytest.FixtureRequest, fixture_model_dir: Path) -> Reranker:
     """The Reranker of each engine of ``SERVING_ENGINES``, shared by every postprocessor that only
     reads from it; every test that asks for it runs once per engine."""
