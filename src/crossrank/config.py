@@ -376,6 +376,25 @@ class RerankerConfig(BaseSettings):
         return cls(**{**from_file, **from_env, **overrides})
 
     @classmethod
+    def from_settings(cls, **values: Any) -> RerankerConfig:
+        """``RerankerConfig(**values)``, the environment filling what they leave out, with a typed error.
+
+        Raises:
+            InvalidArgumentError: A value is invalid or options don't fit together; the message
+                names the field.
+
+        Example:
+            >>> RerankerConfig.from_settings(top_n=0)
+            Traceback (most recent call last):
+            ...
+            crossrank.errors.InvalidArgumentError: top_n: Input should be greater than 0 (got 0)
+        """
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            raise InvalidArgumentError(describe_validation_error(err)) from None
+
+    @classmethod
     def from_arguments(cls, **values: Any) -> RerankerConfig:
         """Validate ``values`` alone, without reading the environment (what ``Reranker(...)`` does).
 

@@ -21,8 +21,17 @@ from crossrank.model_source import resolve_model_source
 from crossrank.scoring import Scorer
 from crossrank.selection import load_token_counter
 
-__all__ = ["LOADING_OPTIONS", "Assembled", "assemble", "load_engine", "ready_engine_config"]
+__all__ = [
+    "LOADER_ARGUMENTS",
+    "LOADING_OPTIONS",
+    "Assembled",
+    "assemble",
+    "load_engine",
+    "ready_engine_config",
+]
 
+#: Arguments the loader takes besides the config's fields (``Reranker(token=..., model_kwargs=...)``).
+LOADER_ARGUMENTS: tuple[str, ...] = ("token", "model_kwargs")
 #: Options that load a model (all of the model group but ``model``, and the engine's device, threads
 #: and backend options); a ready engine has made these choices already.
 LOADING_OPTIONS: tuple[str, ...] = tuple(
@@ -68,18 +77,25 @@ def load_engine(
 def ready_engine_config(engine: Backend, options: dict[str, Any]) -> RerankerConfig:
     """The config of a Reranker over a ready engine: its options checked, the engine's name and device.
 
+    The model reported is ``options["model"]`` where given, else the engine's ``model_name``, else
+    its ``name``.
+
     Raises:
         InvalidArgumentError: An option that loads a model (:data:`LOADING_OPTIONS`) was given,
-            or an option is invalid.
+            or a loader argument (:data:`LOADER_ARGUMENTS`), or an option is invalid.
     """
     fields = RerankerConfig.model_fields
     given = sorted(
         name for name in LOADING_OPTIONS if name in options and options[name] != fields[name].default
     )
+    given += [name for name in LOADER_ARGUMENTS if options.get(name) is not None]
     if given:
         raise InvalidArgumentError(f"{', '.join(given)} apply when loading a model, not to a ready engine")
-    options = {name: value for name, value in options.items() if name not in LOADING_OPTIONS}
-    checked = RerankerConfig.from_arguments(**{**options, "backend": "torch"})
+    name = options.get("model") or getattr(engine, "model_name", None) or engine.name
+    options = {
+        key: value for key, value in options.items() if key not in (*LOADING_OPTIONS, *LOADER_ARGUMENTS)
+    }
+    checked = RerankerConfig.from_arguments(**{**options, "model": name, "backend": "torch"})
     return RerankerConfig.model_construct(
         **{**checked.model_dump(), "backend": engine.name, "device": engine.device}
     )

@@ -28,10 +28,9 @@ from crossrank.loading import assemble, load_engine, ready_engine_config
 from crossrank.rank_options import USE_DEFAULT, RankArguments, RankOptions, UseDefault
 from crossrank.results import Ranking, ScoringStats
 from crossrank.scoring import rank_logits, to_scores
-from crossrank.selection import check_first_stage
+from crossrank.selection import check_first_stage, check_scores
 from crossrank.validation import (
     CheckedRequest,
-    as_list,
     check_documents,
     check_engine,
     check_normalize,
@@ -86,9 +85,10 @@ class Reranker:
             (:mod:`crossrank.families`); default: told from the model (LLM rerankers by name).
         revision, local_files_only, cache_folder, trust_remote_code: Where and how to load it
             (``local_files_only=True`` or ``HF_HUB_OFFLINE=1`` never touch the network).
-        backend, backend_options: ``"auto"`` (torch where ``crossrank[torch]`` is installed, else
-            ONNX Runtime), ``"torch"``, ``"onnx"``, a name given to
-            :func:`crossrank.backends.register_backend` (with its own options), or an engine.
+        backend, backend_options: ``"auto"`` (the fastest engine installed that keeps fp32's top 3
+            on this CPU: :mod:`crossrank.backends.choice`), ``"torch"``, ``"onnx"``,
+            ``"openvino"``, a name given to :func:`crossrank.backends.register_backend` (with its
+            own options), or an engine.
         device, precision, quantize, onnx_file, threads: How the engine runs (``precision``: torch;
             ``quantize``, ``onnx_file``: ONNX).
         batch_size, max_length: Most pairs per forward pass (pairs are length-sorted and cut into
@@ -162,7 +162,10 @@ class Reranker:
         if not isinstance(backend, str):  # a ready engine: Reranker(name, backend=engine)
             arguments.pop("backend")
             engine = check_engine(backend)
-            config = ready_engine_config(engine, arguments)
+            named = {"model": None if model == DEFAULT_MODEL else str(model)}  # unnamed: the engine's name
+            config = ready_engine_config(
+                engine, {**arguments, **named, "token": token, "model_kwargs": model_kwargs}
+            )
         else:
             config = RerankerConfig.from_arguments(**arguments)
             engine = load_engine(config, token=token, model_kwargs=model_kwargs)
@@ -181,7 +184,7 @@ class Reranker:
 
         Unlike the constructor, this reads the environment (``CROSSRANK_*``) for fields that
         neither ``config`` nor ``overrides`` set; ``token`` and ``model_kwargs`` pass through.
-        A bad value raises ``pydantic.ValidationError`` naming the field.
+        A bad value raises :class:`~crossrank.InvalidArgumentError` naming the field.
 
         Example:
             >>> cfg = RerankerConfig(model="cross-encoder/ms-marco-MiniLM-L6-v2", top_n=5)
@@ -192,7 +195,8 @@ class Reranker:
         if isinstance(config, RerankerConfig):
             config = config.model_dump(exclude_unset=True)
         # A new config validates the overrides too, and lets the environment fill what's left out.
-        return cls(**RerankerConfig(**{**(config or {}), **overrides}).model_dump(), **loader_only)
+        checked = RerankerConfig.from_settings(**{**(config or {}), **overrides})
+        return cls(**checked.model_dump(), **loader_only)
 
     @classmethod
     def from_backend(cls, engine: Backend, *, model: str | None = None, **options: Any) -> Reranker:
@@ -209,9 +213,8 @@ class Reranker:
             True
         """
         engine = check_engine(engine)
-        name = model or getattr(engine, "model_name", None) or engine.name
         self = cls.__new__(cls)
-        self._setup(engine, ready_engine_config(engine, {"model": name, **options}))
+        self._setup(engine, ready_engine_config(engine, {**options, "model": model}))
         return self
 
     def to_config(self) -> RerankerConfig:
@@ -547,9 +550,9 @@ class Reranker:
             True
         """
         texts = check_documents(texts, where="texts")
-        values = as_list(logits, "logits")
-        if len(values) != len(texts):
-            raise InvalidArgumentError(f"logits has {len(values)} values for {len(texts)} texts")
+        values = check_scores(logits, len(texts), where="logits")
+        if not isinstance(options, RankOptions):
+            raise InvalidArgumentError(f"options must be rank_options()'s, got {type(options).__name__}")
         first_stage = check_first_stage(first_stage_scores, len(texts))
         return rank_logits(texts, values, options, first_stage=first_stage, count_tokens=self.budget_tokens)
 

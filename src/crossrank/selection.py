@@ -225,11 +225,27 @@ def check_first_stage(
         ...
         crossrank.errors.InvalidArgumentError: first_stage_scores has 1 value(s) for 2 documents
     """
-    if first_stage is None:
-        return None
-    if isinstance(first_stage, (str, bytes)) or not isinstance(first_stage, Sequence | np.ndarray):
-        raise InvalidArgumentError(f"{where} must be a list of numbers, got {type(first_stage).__name__}")
-    values = list(first_stage)
+    return None if first_stage is None else check_scores(first_stage, num_texts, where=where)
+
+
+def check_scores(scores: object, num_texts: int, *, where: str) -> list[float]:
+    """``scores`` as a list of Python floats, one finite number per text (a caller's logits, or
+    stage 1's scores).
+
+    Raises:
+        InvalidArgumentError: it is not a flat sequence of finite numbers of the texts' length.
+
+    Example:
+        >>> check_scores(np.array([0.5, 2.0]), 2, where="logits")
+        [0.5, 2.0]
+        >>> check_scores([1.0, float("nan")], 2, where="logits")
+        Traceback (most recent call last):
+        ...
+        crossrank.errors.InvalidArgumentError: logits[1] must be a finite number, got nan
+    """
+    if isinstance(scores, (str, bytes)) or not isinstance(scores, Sequence | np.ndarray):
+        raise InvalidArgumentError(f"{where} must be a list of numbers, got {type(scores).__name__}")
+    values = list(scores)
     if len(values) != num_texts:
         raise InvalidArgumentError(f"{where} has {len(values)} value(s) for {num_texts} documents")
     for i, value in enumerate(values):

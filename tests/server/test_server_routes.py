@@ -8,6 +8,7 @@ are the schema classes' own.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -89,10 +90,58 @@ def test_fusion_shows_the_fused_score_in_the_fused_order(client: TestClient, rer
     ]
 
 
-def test_the_served_dedupe_applies_unless_the_request_says(client: TestClient) -> None:
+def test_the_served_dedupe_applies_to_cohere_unless_the_request_says(client: TestClient) -> None:
     texts = ["fleas live a year", "fleas live a year", "tea"]
-    assert len(client.post("/rerank", json={"query": QUERY, "texts": texts}).json()) == 2  # dedupe=0.9
-    assert len(client.post("/rerank", json={"query": QUERY, "texts": texts, "dedupe": None}).json()) == 3
+    assert len(client.post("/v2/rerank", json={"query": QUERY, "documents": texts}).json()["results"]) == 2
+    undone = client.post("/v2/rerank", json={"query": QUERY, "documents": texts, "dedupe": None})
+    assert len(undone.json()["results"]) == 3
+    # TEI answers one result per text (LlamaIndex's TEI postprocessor asserts it): dedupe only if asked.
+    assert len(client.post("/rerank", json={"query": QUERY, "texts": texts}).json()) == 3
+    assert len(client.post("/rerank", json={"query": QUERY, "texts": texts, "dedupe": 0.9}).json()) == 2
+
+
+def test_return_documents_gives_back_the_documents_sent(client: TestClient, reranker: Reranker) -> None:
+    documents = [
+        {"title": "tea", "body": "and coffee", "id": 7},
+        "fleas live a year",
+        {"text": "flea", "id": 9},
+    ]
+    sent = json.loads(json.dumps(documents))
+    body = {"query": QUERY, "documents": documents, "return_documents": True, "dedupe": None}
+    fields = client.post(
+        "/v2/rerank", json={**body, "rank_fields": ["title", "body"], "documents": documents[:1]}
+    )
+    assert fields.json()["results"][0]["document"] == documents[0]  # the object, not "title: tea\nbody: ..."
+    texts = client.post("/v2/rerank", json={**body, "documents": documents[1:]}).json()["results"]
+    assert {r["index"]: r["document"] for r in texts} == {0: {"text": "fleas live a year"}, 1: documents[2]}
+    assert documents == sent
+
+
+def test_the_query_is_checked_off_the_event_loop(client: TestClient, reranker: Reranker, monkeypatch) -> None:
+    # Tokenising a megabyte-long query takes seconds: on the loop, it would stall every other request.
+    where = []
+    check = reranker.check_query
+
+    def spy(query, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            where.append("event loop")
+        except RuntimeError:
+            where.append("worker thread")
+        return check(query, **kwargs)
+
+    monkeypatch.setattr(reranker, "check_query", spy)
+    assert client.post("/rerank", json={"query": QUERY, "texts": DOCS}).status_code == 200
+    assert where == ["worker thread"]
+
+
+def test_a_body_over_the_limit_without_content_length_is_a_413(client: TestClient) -> None:
+    big = json.dumps({"query": QUERY, "texts": ["fleas " * 100] * 20}).encode()
+    chunks = (big[i : i + 100] for i in range(0, len(big), 100))  # sent chunked: no Content-Length
+    response = client.post("/v2/rerank", content=chunks, headers={"content-type": "application/json"})
+    _answer(response, ErrorKind.TOO_LARGE, "cohere", "larger than the limit of 4000 bytes")
+    broken = client.post("/rerank", content=b'{"query": "\xff', headers={"content-type": "application/json"})
+    assert broken.status_code in (400, 422) and "detail" not in broken.json()
 
 
 def test_truncation_choices_reach_the_encoder(client: TestClient, reranker: Reranker) -> None:

@@ -104,9 +104,9 @@ def test_invalid_yaml_value_names_the_field(tmp_path: Path) -> None:
 
 
 def test_from_config_validates_overrides_and_reads_env(tiny_model_dir, monkeypatch) -> None:
-    from crossrank import Reranker
+    from crossrank import InvalidArgumentError, Reranker
 
-    with pytest.raises(ValidationError, match="top_n"):
+    with pytest.raises(InvalidArgumentError, match="top_n"):
         Reranker.from_config(RerankerConfig(model=str(tiny_model_dir)), top_n=0)
     monkeypatch.setenv("CROSSRANK_TOP_N", "2")
     reranker = Reranker.from_config({"model": str(tiny_model_dir), "device": "cpu"})
@@ -171,3 +171,12 @@ def test_the_readme_lists_every_option() -> None:
     assert sorted(name for names in OPTION_GROUPS.values() for name in names) == sorted(
         RerankerConfig.model_fields
     )
+
+
+def test_onnx_file_and_quantize_are_one_or_the_other() -> None:
+    from crossrank import InvalidArgumentError
+
+    # The file runs as it is: an int8 ask on top of it would be silently fp32.
+    with pytest.raises(InvalidArgumentError, match="quantize='int8' would not apply"):
+        RerankerConfig.from_arguments(backend="onnx", quantize="int8", onnx_file="onnx/model.onnx")
+    assert RerankerConfig.from_arguments(backend="onnx", onnx_file="onnx/model_int8.onnx").quantize is None

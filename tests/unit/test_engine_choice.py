@@ -52,7 +52,13 @@ def test_each_cpu_gets_its_fastest_faithful_engine(features, installed, expected
 
 def test_explicit_choices_and_options_win_over_the_cpu() -> None:
     assert picked(AMX, FULL | {"openvino"}, options={"quantize": "int8"}) == "onnx"
-    assert picked(AMX, FULL | {"openvino"}, options={"onnx_file": "onnx/model.onnx"}) == "onnx"
+    # A file both ONNX engines read: the CPU decides between them, as for a folder of ONNX files.
+    assert picked(AMX, FULL | {"openvino"}, options={"onnx_file": "onnx/model.onnx"}) == "openvino"
+    assert picked(AVX2, FULL | {"openvino"}, options={"onnx_file": "onnx/model.onnx"}) == "onnx"
+    # Options only OpenVINO takes choose it; bf16 goes to an installed engine that computes it.
+    assert picked(AVX2, SLIM | {"openvino"}, options={"cache_dir": "/tmp/compiled"}) == "openvino"
+    assert picked(AMX, FULL | {"openvino"}, options={"precision": "bf16"}) == "openvino"
+    assert picked(AMX, SLIM | {"openvino"}, options={"precision": "bf16"}) == "openvino"
     assert picked(AVX2, FULL, options={"trust_remote_code": True}) == "torch"
     assert picked(AVX2, FULL, options={"precision": "bf16"}) == "torch"  # ONNX has no bf16
     assert picked(AVX2, FULL, device="cuda:1") == "torch"

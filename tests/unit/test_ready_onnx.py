@@ -12,6 +12,7 @@ import json
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from crossrank import InvalidArgumentError, Reranker, RerankerConfig
@@ -114,8 +115,19 @@ def test_configs_pickle_and_equal_a_constructed_one() -> None:
 
 def test_rank_logits_refuses_logits_that_dont_fit(tiny_reranker: Reranker) -> None:
     options = tiny_reranker.rank_options()
-    with pytest.raises(InvalidArgumentError, match="logits has 1 values for 2 texts"):
+    with pytest.raises(InvalidArgumentError, match=r"logits has 1 value\(s\) for 2 documents"):
         tiny_reranker.rank_logits(["a", "b"], [0.5], options)
+    for bad, message in (
+        ([1.0, float("nan")], r"logits\[1\] must be a finite number"),  # NaN would rank anywhere
+        ([float("inf"), 1.0], r"logits\[0\] must be a finite number"),
+        (np.array([[0.1], [0.2]]), r"logits\[0\] must be a finite number"),  # one column per text
+        (["x", 1.0], r"logits\[0\] must be a finite number"),
+        ("ab", "logits must be a list of numbers"),
+    ):
+        with pytest.raises(InvalidArgumentError, match=message):
+            tiny_reranker.rank_logits(["a", "b"], bad, options)
+    with pytest.raises(InvalidArgumentError, match="options must be"):
+        tiny_reranker.rank_logits(["a", "b"], [0.5, 2.0], None)
     ranking = tiny_reranker.rank_logits(["a", "b"], [0.5, 2.0], options)
     assert [hit.index for hit in ranking] == [1, 0]
 

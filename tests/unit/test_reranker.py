@@ -450,8 +450,25 @@ def test_a_ready_engine_as_the_backend(tiny_reranker: Reranker) -> None:
     assert shared.score(QUERY, DOCS) == tiny_reranker.score(QUERY, DOCS)
     with pytest.raises(InvalidArgumentError, match="apply when loading a model"):
         Reranker("my-ce", backend=tiny_reranker.engine, device="cuda")
+    # The loader's own arguments load nothing here either: refused, by both entry points alike.
+    for loader_only in ({"token": "hf_x"}, {"model_kwargs": {"torch_dtype": "float16"}}):
+        with pytest.raises(InvalidArgumentError, match=f"{next(iter(loader_only))} apply when loading"):
+            Reranker(backend=tiny_reranker.engine, **loader_only)
+        with pytest.raises(InvalidArgumentError, match=f"{next(iter(loader_only))} apply when loading"):
+            Reranker.from_backend(tiny_reranker.engine, **loader_only)
+    # Unnamed, both report the engine's model, not the default model that was never loaded.
+    unnamed = Reranker(backend=tiny_reranker.engine)
+    assert unnamed.model_name == Reranker.from_backend(tiny_reranker.engine).model_name
+    assert unnamed.model_name == tiny_reranker.engine.name != "cross-encoder/ms-marco-MiniLM-L6-v2"
     with pytest.raises(InvalidArgumentError, match="object lacks name, device"):
         Reranker.from_backend(object())
+
+
+def test_from_config_raises_the_typed_error() -> None:
+    from crossrank import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="top_n"):
+        Reranker.from_config({"top_n": 0})
 
 
 class _ShortIsBest(_ConstantBackend):

@@ -4,8 +4,11 @@ The rule picks the fastest engine that still sends the LLM what fp32 would (meas
 ``docs/performance.md``, "Which engine, by CPU"), from what is installed and what the CPU computes
 natively (:func:`crossrank.cpus.native_bf16`). In order:
 
-1. Options only one built-in backend takes choose it (``quantize`` or ``onnx_file``: ONNX;
-   ``trust_remote_code``: torch). Explicit choices always win: ``backend=`` is never overridden.
+1. Options only one built-in backend takes choose it (``quantize``: ONNX; ``trust_remote_code``:
+   torch; ``cache_dir``: OpenVINO). Options two of them take (``onnx_file``: ONNX or OpenVINO;
+   ``precision="bf16"``: torch or OpenVINO) leave the choice to the rules below, or to the first
+   of them (torch, ONNX, OpenVINO) where the rules below pick one that doesn't take them.
+   Explicit choices always win: ``backend=`` is never overridden.
 2. A GPU: torch (an explicit ``device="cuda..."``, or an NVIDIA GPU visible with torch installed).
 3. An LLM reranker by name (``Qwen3-Reranker``, ``mxbai-rerank``) with torch installed: torch. Its
    ONNX export is gigabytes and no faster (21.7 s vs 22.7 s per 20 chunks for Qwen3-0.6B, AVX2).
@@ -36,6 +39,9 @@ from crossrank.families import llm_family_named
 __all__ = ["Choice", "choose_backend", "installed_engines", "log_choice"]
 
 logger = logging.getLogger(__name__)
+
+#: The built-in engines rule 1 weighs the options against, in the order it prefers them.
+ENGINES = ("torch", "onnx", "openvino")
 
 #: Where Linux lists NVIDIA GPUs, read instead of importing torch to ask.
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
@@ -113,12 +119,28 @@ def choose_backend(
     flags = frozenset(cpu_features() if features is None else features)
     have = frozenset(installed_engines() if installed is None else installed)
     given = dict(options)
-    if given:
-        accepts = takes or _takes
-        takers = [name for name in ("torch", "onnx") if accepts(name, given)]
-        if len(takers) == 1:
-            named = ", ".join(sorted(given))
-            return Choice(takers[0], f"the options given ({named}) run on {takers[0]} only")
+    takers = [name for name in ENGINES if (takes or _takes)(name, given)] if given else list(ENGINES)
+    named = ", ".join(sorted(given))
+    if len(takers) == 1:
+        return Choice(takers[0], f"the options given ({named}) run on {takers[0]} only")
+    choice = _by_machine(model, device, flags, have, gpu_visible)
+    if takers and choice.backend not in takers:
+        # The machine's pick doesn't take the options: the first installed engine that does.
+        fallback = next((name for name in takers if name in have), takers[0])
+        return Choice(
+            fallback, f"the options given ({named}) run on {' or '.join(takers)}, not {choice.backend}"
+        )
+    return choice
+
+
+def _by_machine(
+    model: str | None,
+    device: str | None,
+    flags: frozenset[str],
+    have: frozenset[str],
+    gpu_visible: bool | None,
+) -> Choice:
+    """Rules 2-5: what the device, the model and the CPU decide."""
     if device is not None and device != "cpu":
         return Choice("torch", f"device={device!r} runs on torch")
     if gpu_visible is None:

@@ -212,8 +212,7 @@ def find_onnx_model(
         if not path.is_file():
             raise ModelLoadError(f"Model {source.name!r} has no ONNX file {onnx_file!r}", model=source.name)
         # A file of the user's says itself whether it quantises activations per batch.
-        per_batch = quantize == "int8" or quantizes_per_batch(path)
-        return found(path, per_batch_scales=per_batch, rebuild=None)
+        return found(path, per_batch_scales=quantizes_per_batch(path), rebuild=None)
     ready = ready_file(model_dir, quantize, exporting=exporting)
     if ready is not None:
         logger.info("Scoring %r with %s on %s.", source.name, engine, ready.why)

@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from crossrank.config import Quantize
 
@@ -26,7 +26,7 @@ class OnnxOptions(BaseModel):
     Attributes:
         quantize: None runs fp32; ``"int8"`` dynamic int8 (activation scales per batch);
             ``"int8-static"`` int8 with scales fixed at export.
-        onnx_file: A ready ONNX file inside the model folder or repo, loaded as is.
+        onnx_file: A ready ONNX file inside the model folder or repo, loaded as is (not with ``quantize``).
         precision: fp32 (``"auto"`` means the same): ONNX Runtime's precision is the file's.
         family: The model's family (:data:`crossrank.families.FAMILIES`); None: detected.
     """
@@ -37,6 +37,15 @@ class OnnxOptions(BaseModel):
     onnx_file: str | None = None
     precision: str = "auto"
     family: str | None = None
+
+    @model_validator(mode="after")
+    def _file_or_quantize(self) -> OnnxOptions:
+        if self.onnx_file is not None and self.quantize is not None:
+            raise ValueError(
+                f"onnx_file runs the file as it is, so quantize={self.quantize!r} would not apply: give "
+                "one of them (a dynamic int8 file is recognised as such without quantize)"
+            )
+        return self
 
     @field_validator("precision")
     @classmethod

@@ -238,8 +238,9 @@ class TorchBackend:
         """Load ``source`` as a ``CrossEncoder`` on ``device`` (default: CUDA if present, else CPU).
 
         Args:
-            precision: ``"auto"`` (fp16 autocast on CUDA, fp32 elsewhere), ``"fp32"``, ``"fp16"``
-                (CUDA only) or ``"bf16"`` (autocast).
+            precision: ``"auto"`` (fp16 autocast on CUDA, bf16 on CPUs with native bf16, fp32
+                elsewhere), ``"fp32"``, ``"fp16"`` (CUDA only) or ``"bf16"`` (on a CPU: the
+                weights of a model loaded here cast to bf16; a ``CrossEncoder`` handed in: autocast).
             threads: torch's intra-op thread count, for the whole process: set once here, never
                 per call (see the class docstring). None keeps torch's count, lowered to the
                 CPUs this process may use if above them.

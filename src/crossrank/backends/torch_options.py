@@ -18,8 +18,8 @@ class TorchOptions(BaseModel):
     """``backend="torch"``: sentence-transformers' ``CrossEncoder``.
 
     Attributes:
-        precision: ``"auto"`` (fp16 autocast on CUDA, fp32 elsewhere), ``"fp32"``, ``"fp16"`` (CUDA
-            only) or ``"bf16"``.
+        precision: ``"auto"`` (fp16 autocast on CUDA, bf16 weights on CPUs with native bf16, fp32
+            elsewhere), ``"fp32"``, ``"fp16"`` (CUDA only) or ``"bf16"``.
         trust_remote_code: Allow the model repo's own Python code (custom architectures).
         family: The model's family (:data:`crossrank.families.FAMILIES`); None: detected.
     """

@@ -23,9 +23,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
 
 import crossrank
 from crossrank.errors import InvalidArgumentError
@@ -43,7 +45,7 @@ from crossrank.server.errors import (
     error_response,
     shape_of,
 )
-from crossrank.server.metrics import LimitsMiddleware
+from crossrank.server.metrics import LimitsMiddleware, PayloadTooLarge
 from crossrank.server.schemas import (
     CohereError,
     CohereRequest,
@@ -101,6 +103,16 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> FastAP
     async def _api_error(request: Request, err: ApiError) -> JSONResponse:
         return error_response(getattr(request.state, "shape", shape_of(request.url.path)), err)
 
+    @app.exception_handler(HTTPException)
+    async def _unread(request: Request, err: HTTPException) -> Response:
+        # FastAPI turns any failure to read the body into a 400 of its own: answer it in the API's shape.
+        shape = getattr(request.state, "shape", shape_of(request.url.path))
+        if isinstance(err.__cause__, PayloadTooLarge):
+            return error_response(shape, err.__cause__.as_error())
+        if err.status_code == 400:
+            return error_response(shape, ApiError(ErrorKind.BAD_JSON, "the request body could not be read"))
+        return await http_exception_handler(request, err)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         problems = err.errors()
@@ -136,6 +148,7 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> FastAP
             model=body.model or service.model_name,
             tokens=done.scored.tokens,
             return_documents=body.return_documents,
+            documents=body.documents,
         )
         return AsciiJSONResponse(answer.as_json(), headers=_timing_headers(done))
 
@@ -221,14 +234,17 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> FastAP
 
 def _rank_options(reranker: Reranker, body: CohereRequest | TeiRequest) -> RankOptions:
     """The request's ranking: its ``top_n`` (None: all), 0-1 scores unless ``raw_scores``, its
-    ``dedupe``, ``max_tokens`` and ``fusion`` where it sets them, else the served Reranker's.
+    ``dedupe``, ``max_tokens`` and ``fusion`` where it sets them, else the served Reranker's
+    (Cohere shape) or none (TEI shape: one result per text).
 
     ``min_score`` is not one a request sets, and the served Reranker's is not applied: a request's
     ``raw_scores`` picks the scale, which a single threshold can't follow.
     """
+    # TEI answers one result per text, so the served Reranker's dedupe, max_tokens and fusion
+    # (which drop or reorder results) apply to the Cohere shape only.
+    unset = USE_DEFAULT if isinstance(body, CohereRequest) else None
     given = {
-        name: getattr(body, name) if name in body.model_fields_set else USE_DEFAULT
-        for name in _BODY_RANK_OPTIONS
+        name: getattr(body, name) if name in body.model_fields_set else unset for name in _BODY_RANK_OPTIONS
     }
     try:
         return reranker.rank_options(top_n=body.top_n, normalize=not body.raw_scores, min_score=None, **given)

@@ -85,8 +85,14 @@ class Metrics:
             self.batch_pairs.observe(rows)
 
 
-class _PayloadTooLarge(Exception):
-    pass
+class PayloadTooLarge(Exception):
+    """A body over the payload limit, found while it was being read (it had no Content-Length)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body larger than the limit of {limit} bytes")
+
+    def as_error(self) -> ApiError:
+        return ApiError(ErrorKind.TOO_LARGE, str(self))
 
 
 class LimitsMiddleware:
@@ -117,16 +123,15 @@ class LimitsMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise _PayloadTooLarge
+                    raise PayloadTooLarge(self.limit)
             return message
 
         try:
             if too_big:
-                raise _PayloadTooLarge
+                raise PayloadTooLarge(self.limit)
             await self.app(scope, limited_receive, counting_send)
-        except _PayloadTooLarge:
-            error = ApiError(ErrorKind.TOO_LARGE, f"request body larger than the limit of {self.limit} bytes")
-            await error_response(shape_of(path), error)(scope, receive, counting_send)
+        except PayloadTooLarge as err:  # the app answers it where FastAPI caught it reading the body
+            await error_response(shape_of(path), err.as_error())(scope, receive, counting_send)
         finally:
             route = scope.get("route")
             self.metrics.requests.labels(getattr(route, "path", "unmatched"), str(status["code"])).inc()

@@ -10,6 +10,7 @@ class builds itself from a :class:`~crossrank.Ranking` (``CohereResponse.build``
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
@@ -103,13 +104,21 @@ RerankBody = Annotated[
 
 
 class CohereDocument(BaseModel):
-    text: str
+    """A document as the request sent it: ``{"text": ...}`` for a string, else the object itself."""
+
+    model_config = ConfigDict(extra="allow")
+    text: str | None = None
 
 
 class CohereResult(BaseModel):
     index: int
     relevance_score: float
     document: CohereDocument | None = Field(None, description="Only when return_documents is true.")
+
+
+def _document(hit: RankedDocument, documents: Sequence[str | dict[str, Any]] | None) -> CohereDocument:
+    sent = documents[hit.index] if documents is not None else hit.text
+    return CohereDocument(text=sent) if isinstance(sent, str) else CohereDocument(**sent)
 
 
 class _Units(BaseModel):
@@ -144,9 +153,20 @@ class CohereResponse(BaseModel):
 
     @classmethod
     def build(
-        cls, ranking: Ranking, *, version: str, model: str, tokens: int, return_documents: bool = False
+        cls,
+        ranking: Ranking,
+        *,
+        version: str,
+        model: str,
+        tokens: int,
+        return_documents: bool = False,
+        documents: Sequence[str | dict[str, Any]] | None = None,
     ) -> CohereResponse:
         """The Cohere (v1 or v2, and Jina) answer listing ``ranking``; ``tokens``: the tokens scored.
+
+        With ``return_documents``, each result carries its document as the request sent it
+        (``documents[index]``: an object whole, a string as ``{"text": ...}``), or the ranked text
+        where ``documents`` isn't given.
 
         Example:
             >>> hit = RankedDocument(index=1, score=0.9, text="fleas live a year")
@@ -158,7 +178,7 @@ class CohereResponse(BaseModel):
             CohereResult(
                 index=hit.index,
                 relevance_score=shown_score(hit),
-                document=CohereDocument(text=hit.text) if return_documents else None,
+                document=_document(hit, documents) if return_documents else None,
             )
             for hit in ranking
         ]

@@ -103,7 +103,7 @@ class RerankService:
             ApiError: Of the kind that says what went wrong.
         """
         started = time.perf_counter()
-        self.check(query, texts)
+        await asyncio.to_thread(self.check, query, texts)  # tokenises the query: off the event loop
         if self.in_flight >= self.config.max_concurrent_requests:
             raise ApiError(
                 ErrorKind.OVERLOADED,
@@ -127,7 +127,7 @@ class RerankService:
         total_s = time.perf_counter() - started
         self.metrics.queue_seconds.observe(scored.queue_s)
         self.metrics.request_seconds.observe(total_s)
-        ranking = self.reranker.rank_logits(texts, scored.logits, options)
+        ranking = await asyncio.to_thread(self.reranker.rank_logits, texts, scored.logits, options)
         return Reranked(ranking, scored, total_s)
 
     def check(self, query: str, texts: list[str]) -> None:
