@@ -18,6 +18,7 @@ Where values come from:
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -203,7 +204,7 @@ class RerankerConfig(BaseSettings):
     top_n: PositiveInt | None = Field(3, description="How many documents rank() returns; None: all.")
     normalize: bool = Field(False, description="Scores as sigmoid(logit) in 0-1 instead of raw logits.")
     min_score: float | None = Field(
-        None, allow_inf_nan=False, description="Drop documents scoring below this (on the normalize scale)."
+        None, description="Drop documents scoring below this (on the normalize scale)."
     )
     dedupe: float | None = Field(
         None,
@@ -236,6 +237,13 @@ class RerankerConfig(BaseSettings):
     @classmethod
     def _path_as_str(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("min_score")
+    @classmethod
+    def _not_nan(cls, value: float | None) -> float | None:
+        if value is not None and math.isnan(value):
+            raise ValueError("min_score must be a number, not NaN (infinities are bounds: -inf keeps all)")
+        return value
 
     @field_validator("family")
     @classmethod
@@ -377,18 +385,8 @@ class RerankerConfig(BaseSettings):
 
     @classmethod
     def from_settings(cls, **values: Any) -> RerankerConfig:
-        """``RerankerConfig(**values)``, the environment filling what they leave out, with a typed error.
-
-        Raises:
-            InvalidArgumentError: A value is invalid or options don't fit together; the message
-                names the field.
-
-        Example:
-            >>> RerankerConfig.from_settings(top_n=0)
-            Traceback (most recent call last):
-            ...
-            crossrank.errors.InvalidArgumentError: top_n: Input should be greater than 0 (got 0)
-        """
+        """``RerankerConfig(**values)`` (the environment fills what they leave out), raising
+        :class:`~crossrank.InvalidArgumentError` naming the field where pydantic raises its own."""
         try:
             return cls(**values)
         except ValidationError as err:

@@ -180,3 +180,16 @@ def test_onnx_file_and_quantize_are_one_or_the_other() -> None:
     with pytest.raises(InvalidArgumentError, match="quantize='int8' would not apply"):
         RerankerConfig.from_arguments(backend="onnx", quantize="int8", onnx_file="onnx/model.onnx")
     assert RerankerConfig.from_arguments(backend="onnx", onnx_file="onnx/model_int8.onnx").quantize is None
+
+
+def test_min_score_takes_the_same_bounds_as_a_default_as_per_call() -> None:
+    from crossrank import InvalidArgumentError
+    from crossrank.validation import check_min_score
+
+    # ±inf are bounds per call (-inf keeps all, inf none): so they are as a default.
+    for bound in (float("-inf"), float("inf")):
+        assert RerankerConfig.from_arguments(min_score=bound).min_score == check_min_score(bound) == bound
+    with pytest.raises(InvalidArgumentError, match="NaN"):
+        RerankerConfig.from_arguments(min_score=float("nan"))
+    with pytest.raises(InvalidArgumentError, match="NaN"):
+        check_min_score(float("nan"))
