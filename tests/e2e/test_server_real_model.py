@@ -82,7 +82,8 @@ def test_cohere_document_objects_and_rank_fields(api: str) -> None:
     documents = [{"title": f"doc {i}", "text": text, "id": str(i)} for i, text in enumerate(DOCS)]
     body = {"query": QUERY, "documents": documents, "return_documents": True, "top_n": 2}
     results = httpx.post(f"{api}/v1/rerank", json=body, timeout=60).json()["results"]
-    assert [r["document"] for r in results] == [{"text": DOCS[r["index"]]} for r in results]
+    # The documents as sent (the Cohere SDK: "it will return the documents passed in"): ids kept.
+    assert [r["document"] for r in results] == [documents[r["index"]] for r in results]
     body = {
         "query": QUERY,
         "documents": documents,
@@ -90,7 +91,12 @@ def test_cohere_document_objects_and_rank_fields(api: str) -> None:
         "return_documents": True,
     }
     results = httpx.post(f"{api}/v2/rerank", json=body, timeout=60).json()["results"]
-    assert results[0]["document"]["text"].startswith(f"title: doc {results[0]['index']}\ntext: ")
+    # Ranked on "title: ...\ntext: ..." lines, but sent back as the object, not the lines.
+    assert [r["document"] for r in results] == [documents[r["index"]] for r in results]
+    titled = httpx.post(f"{api}/v2/rerank", json={**body, "return_documents": False}, timeout=60).json()
+    plain = httpx.post(f"{api}/v2/rerank", json={**body, "rank_fields": ["text"]}, timeout=60).json()
+    scores = [[r["relevance_score"] for r in answer["results"]] for answer in (titled, plain)]
+    assert scores[0] != scores[1]  # ranked on title + text, not on text alone
     missing = httpx.post(f"{api}/v2/rerank", json={**body, "rank_fields": ["body"]}, timeout=60)
     assert missing.status_code == 400 and "no field 'body'" in missing.json()["message"]
 
