@@ -102,7 +102,7 @@ def test_the_served_dedupe_applies_to_cohere_unless_the_request_says(client: Tes
 
 def test_return_documents_gives_back_the_documents_sent(client: TestClient, reranker: Reranker) -> None:
     documents = [
-        {"title": "tea", "body": "and coffee", "id": 7},
+        {"title": "tea", "body": "and coffee", "id": 7, "text": 5, "tags": None},  # any keys, any values
         "fleas live a year",
         {"text": "flea", "id": 9},
     ]

@@ -103,22 +103,18 @@ RerankBody = Annotated[
 ]
 
 
-class CohereDocument(BaseModel):
-    """A document as the request sent it: ``{"text": ...}`` for a string, else the object itself."""
-
-    model_config = ConfigDict(extra="allow")
-    text: str | None = None
-
-
 class CohereResult(BaseModel):
     index: int
     relevance_score: float
-    document: CohereDocument | None = Field(None, description="Only when return_documents is true.")
+    document: dict[str, Any] | None = Field(
+        None,
+        description='Only when return_documents is true: the document as sent (a string as {"text": ...}).',
+    )
 
 
-def _document(hit: RankedDocument, documents: Sequence[str | dict[str, Any]] | None) -> CohereDocument:
+def _document(hit: RankedDocument, documents: Sequence[str | dict[str, Any]] | None) -> dict[str, Any]:
     sent = documents[hit.index] if documents is not None else hit.text
-    return CohereDocument(text=sent) if isinstance(sent, str) else CohereDocument(**sent)
+    return {"text": sent} if isinstance(sent, str) else dict(sent)  # a copy: the body's own is not shared
 
 
 class _Units(BaseModel):
