@@ -25,12 +25,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -40,7 +38,7 @@ from crossrank import Reranker
 from crossrank.cpus import cpu_summary, native_bf16
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fidelity import top  # one rule for "the best k", ties to the earlier chunk
+from fidelity import agreement, padded_batches, read_queries, top
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
@@ -83,13 +81,8 @@ def main() -> None:
     parser.add_argument("--json", dest="json_out")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    rows = [json.loads(line) for line in (args.data / "bm25_top100.jsonl").read_text().splitlines()]
-    queries = {row["qid"]: (row["query"], [hit["text"] for hit in row["hits"][:20]]) for row in rows}
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    batches = {
-        qid: tokenizer([q] * len(t), t, truncation=True, max_length=512, padding=True, return_tensors="pt")
-        for qid, (q, t) in queries.items()
-    }
+    queries = read_queries(args.data)
+    batches = padded_batches(AutoTokenizer.from_pretrained(args.model), queries)
     fp32 = Reranker(args.model, backend="onnx", device="cpu")
     reference = {qid: fp32.score(q, t) for qid, (q, t) in queries.items()}
     figures: dict[str, dict] = {}
@@ -102,12 +95,9 @@ def main() -> None:
         with autocast:
             scores = {qid: model(**batch).logits[:, 0].float().tolist() for qid, batch in batches.items()}
         seconds = time.perf_counter() - started
-        diffs = [np.abs(np.subtract(scores[q], reference[q])) for q in queries]
         figures[label] = {
-            "top3_same": sum(set(top(scores[q], 3)) == set(top(reference[q], 3)) for q in queries),
+            **agreement(scores, reference),
             "top1_same": sum(top(scores[q], 1) == top(reference[q], 1) for q in queries),
-            "max_abs": float(max(d.max() for d in diffs)),
-            "median_abs": float(statistics.median(float(np.median(d)) for d in diffs)),
             "ms_per_query": seconds * 1000 / len(queries),
         }
         console.print(label, figures[label])

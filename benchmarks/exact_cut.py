@@ -42,7 +42,7 @@ from crossrank import Reranker
 from crossrank.cpus import cpu_summary, native_bf16
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fidelity import top  # one rule for "the best k", ties to the earlier chunk
+from fidelity import read_queries, top
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
@@ -74,11 +74,6 @@ def exact_cut(fast: Sequence[float], k: int, eps: float) -> tuple[list[int], lis
     sure_in = [i for i in range(len(scores)) if could[i] < k]
     doubt = [i for i in range(len(scores)) if could[i] >= k and surely[i] < k]
     return sure_in, doubt
-
-
-def read(data: Path, depth: int) -> Queries:
-    rows = [json.loads(line) for line in (data / "bm25_top100.jsonl").read_text().splitlines()]
-    return {row["qid"]: (row["query"], [hit["text"] for hit in row["hits"][:depth]]) for row in rows}
 
 
 def timed(call, *args) -> float:
@@ -125,7 +120,7 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="also torch bf16 weights (slow where emulated)")
     parser.add_argument("--json", dest="json_out")
     args = parser.parse_args()
-    test, calibration = read(args.data, args.depth), read(args.calibration, args.depth)
+    test, calibration = read_queries(args.data, args.depth), read_queries(args.calibration, args.depth)
 
     exact = Reranker(args.model, backend="onnx", device="cpu")
     fast_engines = {"onnx int8": Reranker(args.model, backend="onnx", quantize="int8", device="cpu")}

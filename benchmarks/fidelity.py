@@ -26,11 +26,13 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import ir_measures
 import numpy as np
@@ -104,6 +106,30 @@ def engines(model: str, optimum: Path | None) -> dict[str, Callable[[], Scorer]]
             str(optimum), backend="onnx", onnx_file=name
         )
     return table
+
+
+def read_queries(data: Path, depth: int = 20) -> dict[str, tuple[str, list[str]]]:
+    """Each query of ``data`` (a folder with ``bm25_top100.jsonl``) with its BM25 top ``depth`` texts."""
+    rows = [json.loads(line) for line in (data / "bm25_top100.jsonl").read_text().splitlines()]
+    return {row["qid"]: (row["query"], [hit["text"] for hit in row["hits"][:depth]]) for row in rows}
+
+
+def padded_batches(tokenizer, queries: dict[str, tuple[str, list[str]]]) -> dict[str, Any]:
+    """One batch per query, padded to its longest pair: how the torch simulations score them."""
+    return {
+        qid: tokenizer([q] * len(t), t, truncation=True, max_length=512, padding=True, return_tensors="pt")
+        for qid, (q, t) in queries.items()
+    }
+
+
+def agreement(scores: dict[str, list[float]], reference: dict[str, list[float]]) -> dict[str, float]:
+    """Queries whose top-3 set is the reference's, and the largest and median |logit - reference|."""
+    diffs = [np.abs(np.subtract(scores[q], reference[q])) for q in reference]
+    return {
+        "top3_same": sum(set(top(scores[q], 3)) == set(top(reference[q], 3)) for q in reference),
+        "max_abs": float(max(d.max() for d in diffs)),
+        "median_abs": float(statistics.median(float(np.median(d)) for d in diffs)),
+    }
 
 
 def top(scores: list[float], k: int) -> list[int]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ from crossrank import Reranker
 from crossrank.cpus import cpu_summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fidelity import top  # one rule for "the best k", ties to the earlier chunk
+from fidelity import agreement, padded_batches, read_queries, top
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
@@ -146,25 +145,15 @@ def main() -> None:
     parser.add_argument("--json", dest="json_out")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    rows = [json.loads(line) for line in (Path(args.data) / "bm25_top100.jsonl").read_text().splitlines()]
-    queries = {row["qid"]: (row["query"], [hit["text"] for hit in row["hits"][:20]]) for row in rows}
+    queries = read_queries(Path(args.data))
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    batches = {
-        qid: tokenizer([q] * len(t), t, truncation=True, max_length=512, padding=True, return_tensors="pt")
-        for qid, (q, t) in queries.items()
-    }
+    batches = padded_batches(tokenizer, queries)
     fp32_engine = Reranker(args.model, backend="onnx", device="cpu")  # = torch fp32 within 2e-5
     reference = {qid: fp32_engine.score(q, t) for qid, (q, t) in queries.items()}
     figures: dict[str, dict] = {}
 
     def record(name: str, scores: dict[str, list[float]], **extra) -> None:
-        diffs = [np.abs(np.subtract(scores[q], reference[q])) for q in queries]
-        figures[name] = {
-            "top3_same": sum(set(top(scores[q], 3)) == set(top(reference[q], 3)) for q in queries),
-            "max_abs": float(max(d.max() for d in diffs)),
-            "median_abs": float(statistics.median(float(np.median(d)) for d in diffs)),
-            **extra,
-        }
+        figures[name] = {**agreement(scores, reference), **extra}
         console.print(name, figures[name])
 
     calibration_rows = [json.loads(line) for line in (Path(args.calibration) / "bm25_top100.jsonl").open()]
