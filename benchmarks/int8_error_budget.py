@@ -8,7 +8,9 @@ encoder, so each step's effect is measured alone, without a kernel that implemen
 * weights: 8-bit (or 7-bit, ORT's ``reduce_range``) symmetric, one scale per output channel;
   ``--gptq`` also tries GPTQ's error-compensating rounding (calibrated on DL20, not the test set);
 * activations: one scale for the whole batch (what ORT's ``DynamicQuantizeLinear`` does), or one
-  scale and zero point per token (asymmetric or symmetric);
+  scale and zero point per token (asymmetric or symmetric), or one for the batch with the
+  ``[CLS]`` rows left in fp32: a table shows which token holds each layer's largest input value
+  (the value that sets the batch's grid), and by how much;
 * SmoothQuant (``--smoothquant``): each input channel j of a layer divided by
   ``s_j = max|x_j|^alpha / max|W_j|^(1-alpha)`` and its weight row multiplied by it (the same
   product in exact arithmetic), with ``max|x_j|`` from DL20 (not the test set): it moves channel
@@ -55,26 +57,89 @@ SMOOTHQUANT_ACTIVATIONS = (
 )
 
 
-def fake_weights(weight: torch.Tensor, bits: int) -> torch.Tensor:
-    """Symmetric per-output-channel rounding of an ``nn.Linear`` weight to ``bits`` bits."""
-    top = 2 ** (bits - 1) - 1
-    scale = weight.abs().amax(dim=1, keepdim=True) / top
-    return torch.round(weight / scale).clamp(-top, top) * scale
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """Round in the forward pass (the same values as ``torch.round``), identity in the backward
+    pass (straight-through), so a simulation can also be trained through (``int8_qat.py``)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def fake_weights(
+    weight: torch.Tensor, bits: int, *, reduce_range: bool = False, per_channel: bool = True
+) -> torch.Tensor:
+    """Symmetric rounding of an ``nn.Linear`` weight (``[out, in]``) to ``bits`` bits, one scale per
+    output channel (or one for the tensor). ``reduce_range``: ONNX Runtime's 8-bit weights with
+    ``reduce_range=True`` (levels -64..64, scale max|w| / 64), what crossrank's int8 file holds."""
+    top = 64 if reduce_range else 2 ** (bits - 1) - 1
+    absmax = weight.detach().abs()
+    absmax = absmax.amax(dim=1, keepdim=True) if per_channel else absmax.amax()
+    scale = absmax.clamp(min=1e-12) / top
+    return round_ste(weight / scale).clamp(-top, top) * scale
 
 
 def fake_activations(x: torch.Tensor, mode: str) -> torch.Tensor:
-    """8-bit rounding of a layer's input: one grid per batch (``tensor``) or per token."""
+    """8-bit rounding of a layer's input: one grid per batch (``tensor``: ONNX Runtime's
+    ``DynamicQuantizeLinear``, uint8 with a zero point), per token, or per batch without the
+    ``[CLS]`` rows."""
     if mode == "none":
         return x
+    if mode == "tensor-cls":  # the [CLS] rows as they are, every other token on one grid
+        return torch.cat([x[:, :1], fake_activations(x[:, 1:], "tensor")], dim=1)
     if mode == "token-sym":
-        scale = x.abs().amax(-1, keepdim=True) / 127
-        return torch.round(x / scale) * scale
+        scale = x.detach().abs().amax(-1, keepdim=True) / 127
+        return round_ste(x / scale) * scale
     axis = None if mode == "tensor" else -1
-    low = (x.amin() if axis is None else x.amin(axis, keepdim=True)).clamp(max=0)
-    high = (x.amax() if axis is None else x.amax(axis, keepdim=True)).clamp(min=0)
-    scale = (high - low) / 255
+    held = x.detach()
+    low = (held.amin() if axis is None else held.amin(axis, keepdim=True)).clamp(max=0)
+    high = (held.amax() if axis is None else held.amax(axis, keepdim=True)).clamp(min=0)
+    scale = (high - low).clamp(min=1e-12) / 255
     zero = torch.round(-low / scale)
-    return (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
+    return (torch.clamp(round_ste(x / scale) + zero, 0, 255) - zero) * scale
+
+
+def outlier_tokens(
+    model, tokenizer, calibration: list[tuple[str, list[str]]], batch: int = 4
+) -> dict[str, dict]:
+    """For each encoder ``nn.Linear``: which token holds its input's largest |value| in each batch
+    of ``batch`` pairs (the value that sets ONNX Runtime's per-batch grid), and how much larger
+    it is than the median real token's largest |value|."""
+    found: dict[str, dict] = {}
+    state: dict[str, torch.Tensor] = {}
+
+    def see(name: str, x: torch.Tensor) -> None:
+        peaks = x.abs().amax(-1)  # [pairs, tokens]
+        at = divmod(int(peaks.argmax()), peaks.shape[1])
+        token = tokenizer.convert_ids_to_tokens(int(state["ids"][at]))
+        entry = found.setdefault(name, {"batches": 0, "by": {}, "ratios": []})
+        entry["batches"] += 1
+        entry["by"][token] = entry["by"].get(token, 0) + 1
+        entry["ratios"].append(float(peaks.max() / peaks[state["mask"]].median()))
+
+    hooks = [
+        module.register_forward_pre_hook(lambda _m, inputs, name=name: see(name, inputs[0]))
+        for name, module in encoder_linears(model).items()
+    ]
+    for query, texts in calibration:
+        for start in range(0, len(texts), batch):
+            encoded = tokenizer(
+                [query] * len(texts[start : start + batch]),
+                texts[start : start + batch],
+                truncation=True,
+                max_length=512,
+                padding=True,
+                return_tensors="pt",
+            )
+            state.update(ids=encoded["input_ids"], mask=encoded["attention_mask"].bool())
+            model(**encoded)
+    for hook in hooks:
+        hook.remove()
+    return {
+        name: {
+            "top_token": max(entry["by"], key=entry["by"].get),
+            "top_token_share": max(entry["by"].values()) / entry["batches"],
+            "median_ratio": float(np.median(entry["ratios"])),
+        }
+        for name, entry in found.items()
+    }
 
 
 def encoder_linears(model) -> dict[str, torch.nn.Linear]:
@@ -193,6 +258,9 @@ def main() -> None:
     simulate("weights 8-bit + activations per batch", 8, "tensor")
     simulate("weights 8-bit + activations per token, asymmetric", 8, "token")
     simulate("weights 8-bit + activations per token, symmetric", 8, "token-sym")
+    simulate("activations per batch, [CLS] rows apart (fp32), weights fp32", None, "tensor-cls")
+    simulate("weights 8-bit + activations per batch, [CLS] rows apart (fp32)", 8, "tensor-cls")
+    simulate("weights 7-bit + activations per batch, [CLS] rows apart (fp32)", 7, "tensor-cls")
     if args.smoothquant:
         for alpha in (0.5, 0.65):
             for label, mode in SMOOTHQUANT_ACTIVATIONS:
@@ -200,6 +268,23 @@ def main() -> None:
     if args.gptq:
         simulate("GPTQ weights 8-bit, activations fp32", 8, "none", use_gptq=True)
         simulate("GPTQ weights 8-bit + activations per token", 8, "token", use_gptq=True)
+
+    outliers = outlier_tokens(
+        AutoModelForSequenceClassification.from_pretrained(args.model).eval(), tokenizer, calibration[:10]
+    )
+    table = Table(
+        title="which token sets each layer's int8 grid (DL20, batches of 4 pairs)", title_justify="left"
+    )
+    for column in ("input of", "token with the largest |value|", "in batches", "x median token's"):
+        table.add_column(column, justify="left" if column == "input of" else "right")
+    for name, entry in outliers.items():
+        table.add_row(
+            name.removeprefix("bert.encoder."),
+            entry["top_token"],
+            f"{entry['top_token_share']:.0%}",
+            f"{entry['median_ratio']:.1f}",
+        )
+    console.print(table)
 
     int8_engine = Reranker(args.model, backend="onnx", quantize="int8", device="cpu")
     int8 = {qid: int8_engine.score(q, t) for qid, (q, t) in queries.items()}
@@ -241,7 +326,7 @@ def main() -> None:
     console.print(table)
     if args.json_out:
         Path(args.json_out).write_text(
-            json.dumps({"cpu": cpu_summary(), "figures": figures}, indent=2) + "\n"
+            json.dumps({"cpu": cpu_summary(), "figures": figures, "outliers": outliers}, indent=2) + "\n"
         )
 
 

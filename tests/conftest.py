@@ -14,8 +14,10 @@ keeps its session folders in a temporary folder of the test run, removed when th
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 E2E = TESTS / "e2e"
+BENCHMARKS = TESTS.parent / "benchmarks"
 
 
 def _e2e_fixtures() -> frozenset[str]:
@@ -311,3 +314,21 @@ def app_runner(request):
                 deployer.delete(name)
 
     return Runner
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """Import a script of benchmarks/ by name (``benchmark_script("exact_cut")``), with its folder
+    on ``sys.path`` while it loads, as when it runs (the scripts import their siblings)."""
+
+    def load(name: str):
+        sys.path.insert(0, str(BENCHMARKS))
+        try:
+            spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+        finally:
+            sys.path.remove(str(BENCHMARKS))
+
+    return load

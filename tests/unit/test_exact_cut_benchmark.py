@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
-
-def _load():
-    sys.path.insert(0, str(BENCHMARKS))  # exact_cut imports its sibling fidelity.py
-    try:
-        spec = importlib.util.spec_from_file_location("exact_cut", BENCHMARKS / "exact_cut.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-
-
-exact_cut = _load().exact_cut
+@pytest.fixture(scope="module")
+def exact_cut(benchmark_script):
+    return benchmark_script("exact_cut").exact_cut
 
 
 def top(scores, k: int) -> set[int]:
@@ -38,7 +24,9 @@ def top(scores, k: int) -> set[int]:
     eps=st.floats(0.0, 3.0),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_in_doubt_rescored_gives_the_exact_top_k(exact: list[float], k: int, eps: float, seed: int) -> None:
+def test_in_doubt_rescored_gives_the_exact_top_k(
+    exact_cut, exact: list[float], k: int, eps: float, seed: int
+) -> None:
     noise = np.random.default_rng(seed).uniform(-eps, eps, len(exact)) * 0.999
     fast = (np.asarray(exact) + noise).tolist()
     sure_in, doubt = exact_cut(fast, k, eps)
@@ -51,7 +39,7 @@ def test_in_doubt_rescored_gives_the_exact_top_k(exact: list[float], k: int, eps
         assert sum(fast[j] - eps > fast[i] + eps for j in range(len(exact))) >= k
 
 
-def test_no_doubt_when_eps_is_zero_and_a_wide_band_rescores_all() -> None:
+def test_no_doubt_when_eps_is_zero_and_a_wide_band_rescores_all(exact_cut) -> None:
     scores = [3.0, 1.0, 2.0, 0.5]
     assert exact_cut(scores, 2, 0.0) == ([0, 2], [])
     assert sorted(exact_cut(scores, 2, 10.0)[1]) == [0, 1, 2, 3]
