@@ -36,12 +36,11 @@ from int8_error_budget import fake_activations, fake_weights
 
 from crossrank import Reranker
 from crossrank.cpus import cpu_summary
+from crossrank.encoding import plan_batches
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
 console = Console(width=None if sys.stdout.isatty() else 150)
-#: Pairs per int8 forward pass: crossrank's int8 batches (each shares one activation grid).
-INT8_BATCH = 4
 #: First-stage runs whose hits make the training groups.
 RUNS = (
     "bm25_top100.jsonl",
@@ -118,27 +117,21 @@ def read_groups(years: list[str], depth: int, seed: int) -> list[tuple[str, list
     return groups
 
 
-def logits(model, tokenizer, query: str, texts: list[str], batch: int) -> torch.Tensor:
-    """``model``'s logits for the pairs, in crossrank's int8 batches: sorted by length, ``batch``
-    pairs per pass, each padded to its longest."""
+def logits(model, tokenizer, query: str, texts: list[str], batch: int, overhead: int) -> torch.Tensor:
+    """``model``'s logits for the pairs, batched as crossrank batches them (longest first, cut by
+    :func:`crossrank.encoding.plan_batches` with the engine's per-pass ``overhead``, at most
+    ``batch`` pairs per pass, each padded to its longest), so each simulated int8 grid covers the
+    rows it covers in the real int8 engine."""
     lengths = [len(tokenizer(query, t, truncation=True, max_length=512)["input_ids"]) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    parts = []
-    for start in range(0, len(order), batch):
-        rows = order[start : start + batch]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    values = []
+    for start, stop in plan_batches([lengths[i] for i in order], batch, overhead):
+        rows = [texts[i] for i in order[start:stop]]
         encoded = tokenizer(
-            [query] * len(rows),
-            [texts[i] for i in rows],
-            truncation=True,
-            max_length=512,
-            padding=True,
-            return_tensors="pt",
+            [query] * len(rows), rows, truncation=True, max_length=512, padding=True, return_tensors="pt"
         )
-        parts.append((rows, model(**encoded).logits[:, 0]))
-    out = torch.zeros(len(texts))
-    for rows, values in parts:
-        out = out.index_put((torch.tensor(rows),), values)
-    return out
+        values.append(model(**encoded).logits[:, 0])
+    return torch.cat(values)[torch.argsort(torch.tensor(order))]
 
 
 def main() -> None:
@@ -146,8 +139,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default=str(SHARED / "models" / "crossrank-fixture-minilm-l6"))
-    parser.add_argument("--minutes", type=float, default=30.0, help="training time budget")
-    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--minutes", type=float, default=40.0, help="training time budget")
+    parser.add_argument("--lr", type=float, default=5e-6)
     parser.add_argument("--eval-every", type=int, default=100, help="steps between simulated DL19 checks")
     parser.add_argument("--out", required=True, help="folder for the student model")
     parser.add_argument("--json", dest="json_out")
@@ -164,14 +157,17 @@ def main() -> None:
         layer.intermediate.intermediate_act_fn = torch.nn.GELU(approximate="tanh")
     simulate_int8(student)
 
+    int8_today = Reranker(args.model, backend="onnx", quantize="int8", device="cpu")
+    # How the real int8 engine cuts batches (each batch shares one activation grid).
+    int8_batch, overhead = int8_today.engine.default_batch_size, int8_today.engine.batch_overhead_tokens
     test = read_queries(SHARED / "data" / "trec-dl-2019-passage")
     with torch.no_grad():
-        reference = {q: logits(teacher, tokenizer, *test[q], 20).tolist() for q in test}
+        reference = {q: logits(teacher, tokenizer, *test[q], 20, overhead).tolist() for q in test}
 
     def check(step: int) -> dict:
         student.eval()
         with torch.no_grad():
-            scores = {q: logits(student, tokenizer, *test[q], INT8_BATCH).tolist() for q in test}
+            scores = {q: logits(student, tokenizer, *test[q], int8_batch, overhead).tolist() for q in test}
         student.train()
         figures = {"step": step, **agreement(scores, reference)}
         console.print(f"step {step}: simulated int8 on DL19: {figures}")
@@ -180,7 +176,7 @@ def main() -> None:
     history = [check(0)]
     groups = read_groups(["2020", "2021"], 20, args.seed)
     console.print(f"{len(groups)} training groups of 20 (DL20, DL21)")
-    optimizer = torch.optim.AdamW([p for p in student.parameters()], lr=args.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(list(student.parameters()), lr=args.lr, weight_decay=0.0)
     student.train()
     for module in student.modules():  # distil the deterministic model: no dropout
         if isinstance(module, torch.nn.Dropout):
@@ -190,8 +186,8 @@ def main() -> None:
     while time.monotonic() < deadline:
         query, texts = groups[step % len(groups)]
         with torch.no_grad():
-            target = logits(teacher, tokenizer, query, texts, 20)
-        loss = F.mse_loss(logits(student, tokenizer, query, texts, INT8_BATCH), target)
+            target = logits(teacher, tokenizer, query, texts, 20, overhead)
+        loss = F.mse_loss(logits(student, tokenizer, query, texts, int8_batch, overhead), target)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -214,8 +210,8 @@ def main() -> None:
     fp32 = Reranker(args.model, backend="onnx", device="cpu")
     real_reference = {q: fp32.score(*test[q]) for q in test}
     rows = {}
-    for label, location in (("int8 (today)", args.model), ("int8 after distillation", str(out))):
-        engine = Reranker(location, backend="onnx", quantize="int8", device="cpu")
+    int8_student = Reranker(str(out), backend="onnx", quantize="int8", device="cpu")
+    for label, engine in (("int8 (today)", int8_today), ("int8 after distillation", int8_student)):
         rows[label] = agreement({q: engine.score(*test[q]) for q in test}, real_reference)
         console.print(f"{label}: {rows[label]}")
     student_fp32 = Reranker(str(out), backend="onnx", device="cpu")
