@@ -5,7 +5,8 @@ fixture MiniLM-L6). This script splits that error by simulating each quantisatio
 ("fake quantisation": round to the int8 grid, compute in fp32) on every ``nn.Linear`` of the
 encoder, so each step's effect is measured alone, without a kernel that implements it:
 
-* weights: 8-bit (or 7-bit, ORT's ``reduce_range``) symmetric, one scale per output channel;
+* weights: 8-bit or 7-bit (levels -63..63; ORT's ``reduce_range`` has -64..64, which
+  ``fake_weights(..., reduce_range=True)`` rounds to) symmetric, one scale per output channel;
   ``--gptq`` also tries GPTQ's error-compensating rounding (calibrated on DL20, not the test set);
 * activations: one scale for the whole batch (what ORT's ``DynamicQuantizeLinear`` does), or one
   scale and zero point per token (asymmetric or symmetric), or one for the batch with the
